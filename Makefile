@@ -1,0 +1,29 @@
+# Two commands set up everything on a fresh machine:
+#   make run    start capsvc on the embedded default (one host, no ZooKeeper, ./data)
+#   make test   run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint venv clean
+
+$(BIN)/capsvc: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/capsvc
+
+run: venv
+	$(BIN)/capsvc serve --config config.toml
+
+test: venv
+	$(BIN)/ruff check capsvc tests load
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check capsvc tests load
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,3 @@
+from capsvc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""One typed, frozen configuration, loaded once from TOML and passed down.
+
+Every limit of the service lives here. Loading validates strictly: an unknown key or a value
+of the wrong type or range fails with a `ConfigError` that names its dotted path, so a typo in
+`config.toml` is caught at start-up instead of silently falling back to a default.
+Units go last in names (`request_timeout_ms`, `append_batch_max`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is invalid; the message names the dotted path."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    data_dir: str = "./data"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 0  # 0 means one worker per CPU
+    shard_count: int = 64
+    runtime_dir: str = ""  # Unix sockets of the workers; empty means <data_dir>/run
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    admin_tokens: tuple[str, ...] = ()
+    admin_token_min_length: int = 16
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    synchronous: str = "FULL"
+    snapshot_every_events: int = 1000
+    append_batch_max: int = 256
+    busy_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    units_max: int = 100
+    capacity_max: int = 1_000_000
+    slots_per_pool_max: int = 96
+    body_max_bytes: int = 65536
+    shard_queue_max: int = 4096
+    request_timeout_ms: int = 5000
+    idempotency_retention_s: int = 86400
+    idempotency_keys_max: int = 100_000
+    events_page_max: int = 1000
+    router_connections_per_worker: int = 64
+
+
+@dataclass(frozen=True)
+class ReadModelConfig:
+    feed_wait_ms: int = 250
+    feed_retry_ms: int = 200
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    restart_backoff_initial_ms: int = 100
+    restart_backoff_max_ms: int = 5000
+    restart_backoff_reset_ms: int = 10_000
+    drain_timeout_ms: int = 15_000
+    start_timeout_ms: int = 60_000
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "json"  # json | text
+
+
+@dataclass(frozen=True)
+class Config:
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    read_model: ReadModelConfig = field(default_factory=ReadModelConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.service.data_dir).resolve()
+
+    @property
+    def worker_count(self) -> int:
+        return self.service.workers or (os.cpu_count() or 1)
+
+    def with_overrides(self, **service_overrides: object) -> Config:
+        """Return a copy with `[service]` values replaced (command-line flags); None is ignored."""
+        values = {k: v for k, v in service_overrides.items() if v is not None}
+        service = dataclasses.replace(self.service, **values)
+        new = dataclasses.replace(self, service=service)
+        _check_relations(new)
+        return new
+
+
+_RANGES: dict[str, tuple[int, int]] = {
+    "service.port": (0, 65535),
+    "service.workers": (0, 256),
+    "service.shard_count": (1, 4096),
+    "storage.snapshot_every_events": (1, 10_000_000),
+    "storage.append_batch_max": (1, 100_000),
+    "storage.busy_timeout_ms": (0, 600_000),
+    "limits.units_max": (1, 1_000_000),
+    "limits.capacity_max": (1, 2**53),
+    "limits.slots_per_pool_max": (1, 10_000),
+    "limits.body_max_bytes": (1024, 64 * 1024 * 1024),
+    "limits.shard_queue_max": (1, 10_000_000),
+    "limits.request_timeout_ms": (10, 600_000),
+    "limits.idempotency_retention_s": (1, 30 * 86400),
+    "limits.idempotency_keys_max": (1, 100_000_000),
+    "limits.events_page_max": (1, 100_000),
+    "limits.router_connections_per_worker": (1, 10_000),
+    "read_model.feed_wait_ms": (10, 60_000),
+    "read_model.feed_retry_ms": (10, 60_000),
+    "supervisor.restart_backoff_initial_ms": (1, 600_000),
+    "supervisor.restart_backoff_max_ms": (1, 600_000),
+    "supervisor.restart_backoff_reset_ms": (1, 3_600_000),
+    "supervisor.drain_timeout_ms": (100, 3_600_000),
+    "supervisor.start_timeout_ms": (1000, 3_600_000),
+    "auth.admin_token_min_length": (8, 1024),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "storage.synchronous": ("FULL", "NORMAL", "EXTRA"),
+    "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "logging.format": ("json", "text"),
+}
+
+
+def _build(cls: type, raw: object, path: str) -> object:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{_join(path, unknown[0])}: unknown key")
+    values = {}
+    for name, value in raw.items():
+        dotted = _join(path, name)
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, dotted)
+        else:
+            values[name] = _coerce(hint, value, dotted)
+    return cls(**values)
+
+
+def _coerce(hint: object, value: object, dotted: str) -> object:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{dotted}: expected a list of strings")
+        return tuple(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{dotted}: expected an integer, got {value!r}")
+        low, high = _RANGES.get(dotted, (-(2**63), 2**63))
+        if not low <= value <= high:
+            raise ConfigError(f"{dotted}: {value} is outside {low}..{high}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{dotted}: expected a string, got {value!r}")
+        choices = _CHOICES.get(dotted)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no such fields yet
+        raise ConfigError(f"{dotted}: unsupported type")
+    raise ConfigError(f"{dotted}: unsupported type {hint!r}")
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _check_relations(config: Config) -> None:
+    """Limits that only make sense together; asserted where they are defined."""
+    s = config.supervisor
+    if s.restart_backoff_initial_ms > s.restart_backoff_max_ms:
+        raise ConfigError("supervisor.restart_backoff_initial_ms: exceeds restart_backoff_max_ms")
+    if config.storage.append_batch_max > config.limits.shard_queue_max:
+        raise ConfigError("storage.append_batch_max: exceeds limits.shard_queue_max")
+    if config.read_model.feed_wait_ms >= config.limits.request_timeout_ms:
+        raise ConfigError("read_model.feed_wait_ms: must be below limits.request_timeout_ms")
+    for token in config.auth.admin_tokens:
+        if len(token) < config.auth.admin_token_min_length:
+            raise ConfigError("auth.admin_tokens: a token is shorter than admin_token_min_length")
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load and validate a TOML file; None gives the built-in defaults (same as config.toml)."""
+    raw: dict[str, object] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    config = _build(Config, raw, "")
+    assert isinstance(config, Config)
+    _check_relations(config)
+    return config
+
+
+def config_to_json(config: Config) -> str:
+    """The effective configuration, for handing to child processes."""
+    return json.dumps(dataclasses.asdict(config))
+
+
+def config_from_json(text: str) -> Config:
+    config = _build(Config, json.loads(text), "")
+    assert isinstance(config, Config)
+    _check_relations(config)
+    return config

@@ -1,0 +1,1 @@
+"""The HTTP surface: the route table, request parsing, problem+json rendering, OpenAPI."""

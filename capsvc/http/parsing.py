@@ -1,0 +1,240 @@
+"""Request parsing: JSON bodies and parameters into domain commands, or a BadRequest.
+
+Strict on purpose: unknown fields, wrong types and out-of-range numbers are refused with the
+dotted name of the offending field, so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from capsvc.domain import commands as cmd
+from capsvc.domain.events import SlotSpec
+from capsvc.domain.ids import is_valid_id, pool_of_reservation
+from capsvc.errors import BadRequest
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
+_TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    units_max: int = 100
+    capacity_max: int = 1_000_000
+    slots_max: int = 96
+
+
+def invalid(field: str, detail: str) -> BadRequest:
+    return BadRequest("invalid_field", f"{field}: {detail}", field=field)
+
+
+def bad_parameter(name: str, detail: str) -> BadRequest:
+    return BadRequest("invalid_parameter", f"{name}: {detail}", field=name)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # aiohttp enforces client_max_size (413)
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest("malformed_json", f"the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("malformed_json", "the body must be a JSON object")
+    return body
+
+
+def path_id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not is_valid_id(value):
+        raise bad_parameter(name, "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    return value
+
+
+def path_reservation(request: web.Request) -> tuple[str, str]:
+    """-> (pool id, reservation id) from the path."""
+    reservation_id = request.match_info["reservation_id"]
+    pool_id = pool_of_reservation(reservation_id)
+    if pool_id is None:
+        raise bad_parameter("reservation_id", "is not a reservation id issued by capsvc")
+    return pool_id, reservation_id
+
+
+def query_id(request: web.Request, name: str, *, required: bool) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        if required:
+            raise bad_parameter(name, "is required")
+        return None
+    if not is_valid_id(value):
+        raise bad_parameter(name, "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    return value
+
+
+def query_date(request: web.Request, name: str, *, required: bool) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        if required:
+            raise bad_parameter(name, "is required")
+        return None
+    if not _is_date(value):
+        raise bad_parameter(name, "must be a date YYYY-MM-DD")
+    return value
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise bad_parameter(name, f"must be an integer in {low}..{high}")
+    return int(value)
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _KEY.match(key):
+        raise BadRequest(
+            "invalid_parameter",
+            "Idempotency-Key: must be 1..255 visible ASCII characters",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+# -- field checks --------------------------------------------------------------------------
+def _only(body: dict[str, Any], allowed: set[str], prefix: str = "") -> None:
+    for name in body:
+        if name not in allowed:
+            raise invalid(prefix + name, "is not a known field")
+
+
+def _req(body: dict[str, Any], name: str, prefix: str = "") -> Any:
+    if name not in body:
+        raise invalid(prefix + name, "is required")
+    return body[name]
+
+
+def _id(value: Any, field: str) -> str:
+    if not is_valid_id(value):
+        raise invalid(field, "must be a string matching ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    return value
+
+
+def _int(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(field, "must be an integer")
+    if not low <= value <= high:
+        raise invalid(field, f"must be in {low}..{high}")
+    return value
+
+
+def _is_date(value: Any) -> bool:
+    if not isinstance(value, str) or not _DATE.match(value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _timestamp(value: Any, field: str) -> dt.datetime:
+    if not isinstance(value, str) or len(value) > 40 or "T" not in value.upper():
+        raise invalid(field, "must be an RFC 3339 timestamp with an offset")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid(field, "must be an RFC 3339 timestamp with an offset") from None
+    if parsed.tzinfo is None:
+        raise invalid(field, "needs a UTC offset (Z or +hh:mm)")
+    return parsed
+
+
+def parse_slot(body: Any, field: str, limits: InputLimits) -> SlotSpec:
+    if not isinstance(body, dict):
+        raise invalid(field, "must be an object")
+    prefix = f"{field}." if field else ""
+    _only(body, {"slot_id", "starts_at", "ends_at", "capacity"}, prefix)
+    slot_id = _id(_req(body, "slot_id", prefix), prefix + "slot_id")
+    starts = _timestamp(_req(body, "starts_at", prefix), prefix + "starts_at")
+    ends = _timestamp(_req(body, "ends_at", prefix), prefix + "ends_at")
+    if ends <= starts:
+        raise invalid(prefix + "ends_at", "must be after starts_at")
+    capacity = _int(_req(body, "capacity", prefix), prefix + "capacity", 0, limits.capacity_max)
+    return SlotSpec(slot_id, body["starts_at"], body["ends_at"], capacity)
+
+
+def _total(value: Any, limits: InputLimits) -> int | None:
+    return None if value is None else _int(value, "total_capacity", 0, limits.capacity_max)
+
+
+def parse_define_pool(pool_id: str, body: dict[str, Any], limits: InputLimits) -> cmd.DefinePool:
+    _only(body, {"pool_id", "kind", "region", "date", "total_capacity", "slots"})
+    if "pool_id" in body and body["pool_id"] != pool_id:
+        raise invalid("pool_id", "differs from the pool id in the path")
+    kind = _id(_req(body, "kind"), "kind")
+    region = _id(_req(body, "region"), "region")
+    date = _req(body, "date")
+    if not _is_date(date):
+        raise invalid("date", "must be a date YYYY-MM-DD")
+    total = _total(body.get("total_capacity"), limits)
+    raw_slots = _req(body, "slots")
+    if not isinstance(raw_slots, list):
+        raise invalid("slots", "must be a list")
+    if len(raw_slots) > limits.slots_max:
+        raise invalid("slots", f"at most {limits.slots_max} slots")
+    slots = tuple(parse_slot(s, f"slots[{i}]", limits) for i, s in enumerate(raw_slots))
+    seen: set[str] = set()
+    for i, s in enumerate(slots):
+        if s.slot_id in seen:
+            raise invalid(f"slots[{i}].slot_id", f"duplicate slot id {s.slot_id}")
+        seen.add(s.slot_id)
+    return cmd.DefinePool(pool_id, kind, region, date, total, slots)
+
+
+def parse_update_slot(
+    pool_id: str, slot_id: str, body: dict[str, Any], limits: InputLimits
+) -> cmd.UpdateSlot:
+    _only(body, {"capacity", "open"})
+    if not body:
+        raise invalid("capacity", "give capacity, open, or both")
+    capacity = body.get("capacity")
+    if capacity is not None:
+        capacity = _int(capacity, "capacity", 0, limits.capacity_max)
+    is_open = body.get("open")
+    if is_open is not None and not isinstance(is_open, bool):
+        raise invalid("open", "must be true or false")
+    return cmd.UpdateSlot(pool_id, slot_id, capacity, is_open)
+
+
+def parse_change_total(
+    pool_id: str, body: dict[str, Any], limits: InputLimits
+) -> cmd.ChangeTotalCapacity:
+    _only(body, {"total_capacity"})
+    return cmd.ChangeTotalCapacity(pool_id, _total(_req(body, "total_capacity"), limits))
+
+
+def parse_reserve(
+    pool_id: str,
+    body: dict[str, Any],
+    key: str | None,
+    limits: InputLimits,
+    nonce: str,
+    now_ms: int,
+) -> cmd.ReserveCapacity:
+    _only(body, {"slot_id", "units", "order_ref"})
+    slot_id = _id(_req(body, "slot_id"), "slot_id")
+    units = _int(body.get("units", 1), "units", 1, limits.units_max)
+    order_ref = body.get("order_ref")
+    if order_ref is not None and (not isinstance(order_ref, str) or not _TEXT.match(order_ref)):
+        raise invalid("order_ref", "must be a string of 1..128 printable characters")
+    return cmd.ReserveCapacity(pool_id, slot_id, units, key, order_ref, nonce, now_ms)

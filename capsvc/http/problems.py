@@ -1,0 +1,117 @@
+"""RFC 9457 problem+json rendering from one registry of codes.
+
+Only this module knows HTTP statuses. Every error a client can see has a stable `code`;
+business rejections keep their extra fields (such as `available_units`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from capsvc.domain import rejections as rj
+from capsvc.domain.rejections import Rejection
+from capsvc.errors import CapsvcError
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+# code -> (status, title)
+PROBLEMS: dict[str, tuple[int, str]] = {
+    rj.POOL_EXISTS: (409, "Pool already exists"),
+    rj.POOL_NOT_FOUND: (404, "Pool not found"),
+    rj.SLOT_NOT_FOUND: (404, "Slot not found"),
+    rj.SLOT_EXISTS: (409, "Slot already exists"),
+    rj.SLOT_CLOSED: (409, "Slot is closed"),
+    rj.CAPACITY_EXHAUSTED: (409, "Capacity exhausted"),
+    rj.CAPACITY_BELOW_RESERVED: (409, "Capacity below reserved units"),
+    rj.TOTAL_CAPACITY_BELOW_RESERVED: (409, "Total capacity below reserved units"),
+    rj.TOO_MANY_SLOTS: (409, "Too many slots"),
+    rj.IDEMPOTENCY_KEY_REUSED: (422, "Idempotency key reused"),
+    rj.RESERVATION_NOT_FOUND: (404, "Reservation not found"),
+    "malformed_json": (400, "Malformed JSON"),
+    "invalid_parameter": (400, "Invalid parameter"),
+    "invalid_field": (422, "Invalid field"),
+    "body_too_large": (413, "Request body too large"),
+    "unauthorized": (401, "Unauthorized"),
+    "forbidden": (403, "Forbidden"),
+    "not_found": (404, "Not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "storage_full": (503, "Storage full"),
+    "storage_unavailable": (503, "Storage unavailable"),
+    "shard_corrupt": (503, "Shard unavailable: damaged file"),
+    "shard_fenced": (503, "Shard moved to a newer owner"),
+    "shard_unavailable": (503, "Shard unavailable"),
+    "overloaded": (503, "Overloaded"),
+    "upstream_unavailable": (503, "Owner unreachable"),
+    "timeout": (504, "Timed out"),
+    "internal_error": (500, "Internal error"),
+}
+assert all(code in PROBLEMS for code in rj.ALL_CODES)
+
+
+def problem(
+    code: str, detail: str, *, retry_after_s: int | None = None, **fields: Any
+) -> web.Response:
+    status, title = PROBLEMS[code]
+    body = {
+        "type": f"urn:capsvc:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **fields,
+    }
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="capsvc-admin"'
+    return web.Response(
+        status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def rejection_problem(rejection: Rejection) -> web.Response:
+    return problem(rejection.code, rejection.detail, **rejection.fields)
+
+
+def error_problem(error: CapsvcError) -> web.Response:
+    return problem(error.code, error.detail, retry_after_s=error.retry_after_s, **error.fields)
+
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    400: "malformed_json",
+}
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Render every error as problem+json, in one place."""
+    try:
+        return await handler(request)
+    except CapsvcError as e:
+        return error_problem(e)
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        raise
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = _HTTP_CODES.get(e.status)
+        if code is None:
+            raise
+        detail = {
+            404: f"no route for {request.path}",
+            405: f"{request.method} is not allowed on {request.path}",
+            413: "the request body is larger than the limit",
+            400: e.text or "bad request",
+        }[e.status]
+        return problem(code, detail)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return problem("internal_error", "an unexpected error occurred; it has been logged")

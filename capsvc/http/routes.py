@@ -1,0 +1,51 @@
+"""Every public URL of capsvc, in one table.
+
+`target` says who answers: "pool" and "reservation" routes are answered by the worker that owns
+the pool's shard (the router proxies them; a reservation id carries its pool), "router" routes
+by the router itself. `admin` routes need a bearer token, checked by the router.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    name: str
+    target: str  # "pool" | "reservation" | "router"
+    admin: bool = False
+
+    def __post_init__(self) -> None:
+        assert self.target in ("pool", "reservation", "router"), self.target
+        assert self.admin == self.path.startswith("/v1/admin/"), self.path
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("PUT", "/v1/admin/pools/{pool_id}", "define_pool", "pool", admin=True),
+    Route("PATCH", "/v1/admin/pools/{pool_id}", "change_total_capacity", "pool", admin=True),
+    Route("POST", "/v1/admin/pools/{pool_id}/slots", "add_slot", "pool", admin=True),
+    Route("PATCH", "/v1/admin/pools/{pool_id}/slots/{slot_id}", "update_slot", "pool", admin=True),
+    Route("GET", "/v1/admin/pools/{pool_id}/events", "pool_events", "pool", admin=True),
+    Route("GET", "/v1/admin/pools", "list_pools", "router", admin=True),
+    Route("GET", "/v1/admin/cluster", "cluster", "router", admin=True),
+    Route("GET", "/v1/pools/{pool_id}", "get_pool", "pool"),
+    Route("POST", "/v1/pools/{pool_id}/reservations", "reserve", "pool"),
+    Route("GET", "/v1/reservations/{reservation_id}", "get_reservation", "reservation"),
+    Route("DELETE", "/v1/reservations/{reservation_id}", "release", "reservation"),
+    Route("GET", "/v1/availability", "availability", "router"),
+    Route("GET", "/healthz", "healthz", "router"),
+    Route("GET", "/readyz", "readyz", "router"),
+    Route("GET", "/metrics", "metrics", "router"),
+    Route("GET", "/openapi.json", "openapi", "router"),
+)
+
+# Routes between the router and its workers only (never exposed on the public port).
+INTERNAL_FEED = "/internal/feed"
+INTERNAL_STATUS = "/internal/status"
+INTERNAL_POOLS = "/internal/pools"
+
+REQUEST_ID_HEADER = "X-Request-Id"
+ACTOR_HEADER = "X-Capsvc-Actor"

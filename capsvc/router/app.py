@@ -1,0 +1,311 @@
+"""The router's HTTP app: authentication, proxying to owners, and the router's own routes.
+
+Built from the one route table (`capsvc.http.routes`). A worker's answer, problem+json
+included, is passed through unchanged; the router adds only its own errors (bad ids, missing
+token, unreachable owner) in the same problem format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from capsvc.config import Config
+from capsvc.errors import CapsvcError, ShardUnavailable
+from capsvc.http import parsing
+from capsvc.http.openapi import openapi_document
+from capsvc.http.problems import problem, problem_middleware
+from capsvc.http.routes import (
+    ACTOR_HEADER,
+    INTERNAL_POOLS,
+    INTERNAL_STATUS,
+    REQUEST_ID_HEADER,
+    ROUTES,
+    Route,
+)
+from capsvc.router.auth import TokenChecker
+from capsvc.router.read_model import ReadModel
+from capsvc.router.routing import RoutingTable
+from capsvc.router.upstream import FORWARD_REQUEST_HEADERS, WorkerClient
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RouterState:
+    """Everything the router's handlers share; owned by the router process."""
+
+    def __init__(
+        self,
+        config: Config,
+        table: RoutingTable,
+        workers: list[WorkerClient],
+        model: ReadModel,
+        tokens: TokenChecker,
+    ) -> None:
+        self.config = config
+        self.table = table
+        self.workers = workers
+        self.model = model
+        self.tokens = tokens
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "capsvc_http_requests",
+            "HTTP requests answered by the router",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "capsvc_http_request_duration_seconds",
+            "Router request latency",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+
+
+STATE = web.AppKey("state", RouterState)
+
+
+def _state(request: web.Request) -> RouterState:
+    return request.app[STATE]
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id in and out, and per-route metrics."""
+    started = time.perf_counter()
+    request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    request["request_id"] = request_id
+    response = await handler(request)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    state = _state(request)
+    state.requests.labels(route, request.method, str(response.status)).inc()
+    state.latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+def _require_admin(request: web.Request) -> str | None:
+    """The actor name, or None when the bearer token is missing or wrong."""
+    return _state(request).tokens.check(request.headers.get("Authorization"))
+
+
+def _proxy(route: Route) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        state = _state(request)
+        actor = None
+        if route.admin:
+            actor = _require_admin(request)
+            if actor is None:
+                return problem("unauthorized", "a valid admin bearer token is required")
+        if route.target == "pool":
+            pool_id = parsing.path_id(request, "pool_id")
+        else:
+            pool_id, _ = parsing.path_reservation(request)
+        body = await request.read() if request.can_read_body else None
+        headers = {h: request.headers[h] for h in FORWARD_REQUEST_HEADERS if h in request.headers}
+        headers[REQUEST_ID_HEADER] = request["request_id"]
+        if actor is not None:
+            headers[ACTOR_HEADER] = actor
+        else:
+            headers.pop(ACTOR_HEADER, None)  # a customer cannot claim to be an admin
+        worker = state.workers[state.table.worker_for(pool_id)]
+        upstream = await worker.request(request.method, request.path_qs, body, headers)
+        return web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
+
+    return handler
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+def _rfc3339(ts: float) -> str:
+    return (
+        dt.datetime.fromtimestamp(ts, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+async def availability(request: web.Request) -> web.Response:
+    state = _state(request)
+    region = parsing.query_id(request, "region", required=True)
+    date = parsing.query_date(request, "date", required=True)
+    kind = parsing.query_id(request, "kind", required=False)
+    as_of = state.model.as_of(len(state.workers))
+    if as_of is None:
+        raise ShardUnavailable("the availability read model is still loading")
+    return _json({"as_of": _rfc3339(as_of), "pools": state.model.grid(region, date, kind)})
+
+
+async def _statuses(state: RouterState) -> list[dict[str, Any] | None]:
+    async def one(worker: WorkerClient) -> dict[str, Any] | None:
+        try:
+            return await worker.get_json(INTERNAL_STATUS, timeout_s=2.0)
+        except CapsvcError:
+            return None
+
+    return list(await asyncio.gather(*(one(w) for w in state.workers)))
+
+
+def _shard_table(state: RouterState, statuses: list[dict[str, Any] | None]) -> list[dict]:
+    by_shard: dict[int, dict[str, Any]] = {}
+    for index, status in enumerate(statuses):
+        for shard in (status or {}).get("shards", []):
+            by_shard[shard["shard"]] = {**shard, "owner": {"host": "local", "worker": index}}
+    table = []
+    for shard_id in range(state.table.shard_count):
+        table.append(
+            by_shard.get(
+                shard_id,
+                {
+                    "shard": shard_id,
+                    "state": "unowned",
+                    "owner": {"host": "local", "worker": state.table.owners[shard_id]},
+                },
+            )
+        )
+    return table
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready only when every shard is owned and recovered and the read model has loaded."""
+    state = _state(request)
+    shards = _shard_table(state, await _statuses(state))
+    not_ready = [s["shard"] for s in shards if s["state"] != "ready"]
+    model_loaded = state.model.as_of(len(state.workers)) is not None
+    if not_ready or not model_loaded:
+        detail = f"{len(not_ready)} of {len(shards)} shards not ready"
+        if not model_loaded:
+            detail += "; read model loading"
+        return problem("shard_unavailable", detail, retry_after_s=1, shards_not_ready=not_ready)
+    return _json({"status": "ready", "shards": len(shards)})
+
+
+async def cluster(request: web.Request) -> web.Response:
+    state = _state(request)
+    if _require_admin(request) is None:
+        return problem("unauthorized", "a valid admin bearer token is required")
+    statuses = await _statuses(state)
+    workers = [
+        {
+            "worker": i,
+            "pid": (s or {}).get("pid"),
+            "reachable": s is not None,
+            "socket": state.workers[i].socket_path,
+        }
+        for i, s in enumerate(statuses)
+    ]
+    return _json(
+        {
+            "mode": "embedded",
+            "shard_count": state.table.shard_count,
+            "workers": workers,
+            "shards": _shard_table(state, statuses),
+            "read_model": {
+                "pools": state.model.pool_count(),
+                "positions": {str(k): v for k, v in state.model.positions.items()},
+            },
+        }
+    )
+
+
+async def list_pools(request: web.Request) -> web.Response:
+    state = _state(request)
+    if _require_admin(request) is None:
+        return problem("unauthorized", "a valid admin bearer token is required")
+    for name in ("region", "kind"):
+        parsing.query_id(request, name, required=False)
+    parsing.query_date(request, "date", required=False)
+    answers = await asyncio.gather(
+        *(
+            w.get_json(
+                f"{INTERNAL_POOLS}?{request.query_string}",
+                timeout_s=state.config.limits.request_timeout_ms / 1000,
+            )
+            for w in state.workers
+        )
+    )
+    pools = sorted((p for a in answers for p in a["pools"]), key=lambda p: p["pool_id"])
+    return _json({"pools": pools})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = _state(request)
+    shards = _shard_table(state, await _statuses(state))
+    registry = CollectorRegistry()
+    registry.register(_ShardCollector(shards))
+    text = generate_latest(state.registry) + generate_latest(registry)
+    return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+class _ShardCollector:
+    def __init__(self, shards: list[dict[str, Any]]) -> None:
+        self.shards = shards
+
+    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+        families = {
+            "ready": GaugeMetricFamily(
+                "capsvc_shard_ready", "1 if the shard is ready", labels=["shard"]
+            ),
+            "epoch": GaugeMetricFamily("capsvc_shard_epoch", "Owner epoch", labels=["shard"]),
+            "event_count": GaugeMetricFamily(
+                "capsvc_shard_events", "Events in the shard log", labels=["shard"]
+            ),
+            "queue_depth": GaugeMetricFamily(
+                "capsvc_shard_queue_depth", "Commands waiting", labels=["shard"]
+            ),
+            "pools": GaugeMetricFamily("capsvc_shard_pools", "Pools held", labels=["shard"]),
+            "replay_seconds": GaugeMetricFamily(
+                "capsvc_shard_replay_seconds", "Last recovery time", labels=["shard"]
+            ),
+        }
+        for shard in self.shards:
+            label = [str(shard["shard"])]
+            families["ready"].add_metric(label, 1.0 if shard["state"] == "ready" else 0.0)
+            for key in ("epoch", "event_count", "queue_depth", "pools", "replay_seconds"):
+                if key in shard:
+                    families[key].add_metric(label, float(shard[key]))
+        yield from families.values()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document())
+
+
+_LOCAL: dict[str, Handler] = {
+    "availability": availability,
+    "healthz": healthz,
+    "readyz": readyz,
+    "cluster": cluster,
+    "list_pools": list_pools,
+    "metrics": metrics,
+    "openapi": openapi,
+}
+
+
+def make_router_app(state: RouterState) -> web.Application:
+    app = web.Application(
+        client_max_size=state.config.limits.body_max_bytes,
+        middlewares=[observe, problem_middleware],
+    )
+    app[STATE] = state
+    for route in ROUTES:
+        handler = _LOCAL[route.name] if route.target == "router" else _proxy(route)
+        app.router.add_route(route.method, route.path, handler, name=route.name)
+    return app

@@ -1,0 +1,39 @@
+"""Keeps the read model current: one long-poll loop per worker.
+
+Each loop asks its worker for pools changed since the model's per-shard positions; the worker
+answers at once when something changed, or after `feed_wait_ms` with nothing. So the model is
+normally a few milliseconds behind, and at most `feed_wait_ms` plus one round trip in steady
+state. A failed poll is retried after `feed_retry_ms`; it never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from capsvc.errors import CapsvcError
+from capsvc.http.routes import INTERNAL_FEED
+from capsvc.router.read_model import ReadModel
+from capsvc.router.upstream import WorkerClient
+
+log = logging.getLogger(__name__)
+
+
+async def follow_worker(
+    worker: WorkerClient, model: ReadModel, wait_ms: int, retry_ms: int, timeout_ms: int
+) -> None:
+    failing = False
+    while True:
+        path = f"{INTERNAL_FEED}?wait_ms={wait_ms}&since={model.since_parameter()}"
+        try:
+            answer = await worker.get_json(path, timeout_s=timeout_ms / 1000)
+        except (CapsvcError, ValueError) as e:
+            if not failing:
+                log.warning("read-model feed failing: %s", e, extra={"worker": worker.index})
+            failing = True
+            await asyncio.sleep(retry_ms / 1000)
+            continue
+        if failing:
+            log.info("read-model feed recovered", extra={"worker": worker.index})
+            failing = False
+        model.apply(worker.index, answer)

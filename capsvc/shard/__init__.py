@@ -1,0 +1,1 @@
+"""One single-writer loop per shard: decide, group-commit, apply, reply; and recovery."""

@@ -1,0 +1,408 @@
+"""A shard: the pools it holds in memory, and the single writer loop that changes them.
+
+The writer group-commits. It takes every command waiting in the queue (up to
+`append_batch_max`), decides each in arrival order against the state left by the ones before,
+appends all their events in one transaction, and only then answers the callers.
+
+Nobody observes state the disk does not hold: commands are folded into memory as they are
+decided (so the next command in the batch sees them), but the pools they touched are marked
+*in flight* until the append commits, and readers of those pools wait for the commit. If the
+append fails, the touched pools are reloaded from the file, so memory is exactly what the disk
+holds, and every command in the batch that touched them fails with the storage error.
+
+States: STARTING -> READY -> DRAINING -> CLOSED, and FAILED from STARTING or READY (the file
+refused us: corrupt, fenced, I/O error). A FAILED shard answers nothing; its owner may retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from capsvc.domain import commands as cmd
+from capsvc.domain.decide import Decision, decide
+from capsvc.domain.evolve import evolve
+from capsvc.domain.invariants import check_reservations
+from capsvc.domain.pool import KeyRetention, Pool
+from capsvc.domain.rejections import Rejection
+from capsvc.domain.views import pool_view, reservation_view
+from capsvc.errors import CapsvcError, Fenced, Overloaded, ShardCorrupt, ShardUnavailable
+from capsvc.shard.recovery import recover_shard, reload_pool
+from capsvc.storage.codec import SNAPSHOT_SCHEMA, encode_snapshot
+from capsvc.storage.log import EventLog, StoredEvent, StoredSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class ShardState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    append_batch_max: int = 256
+    queue_max: int = 4096
+    checkpoint_every_events: int = 1000
+    slots_max: int = 96
+    retention: KeyRetention = KeyRetention()
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.append_batch_max <= self.queue_max
+        assert self.checkpoint_every_events >= 1 and self.slots_max >= 1
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The answer to one command: a rejection, or the body to send back."""
+
+    rejection: Rejection | None = None
+    body: dict | None = None
+    created: bool = False  # a new pool or reservation came to be
+    replayed: bool = False  # an idempotent replay of an earlier reservation
+
+
+class _Pending:
+    __slots__ = ("command", "actor", "future")
+
+    def __init__(self, command: cmd.Command, actor: str | None, future: asyncio.Future) -> None:
+        self.command = command
+        self.actor = actor
+        self.future = future
+
+
+_STOP = object()
+
+
+class Shard:
+    def __init__(
+        self,
+        shard_id: int,
+        event_log: EventLog,
+        settings: ShardSettings,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.shard_id = shard_id
+        self.log = event_log
+        self.settings = settings
+        self._clock_ms = clock_ms
+        self.state = ShardState.STARTING
+        self.failure: str | None = None
+        self.pools: dict[str, Pool] = {}
+        self.epoch = 0
+        self.last_seq = 0
+        self.event_count = 0
+        self.replay_seconds = 0.0
+        self.replayed_events = 0
+        self.batches = 0
+        # pool id -> seq of its latest committed event, least recently changed first
+        self._pool_seqs: OrderedDict[str, int] = OrderedDict()
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=settings.queue_max)
+        self._in_flight: frozenset[str] = frozenset()
+        self._commit_done: asyncio.Future | None = None
+        self.on_commit: Callable[[], None] = lambda: None  # wakes read-model feeds
+        # Called if the writer dies of a bug (an assertion): the worker exits and replay
+        # restores a correct state. Tests replace it to observe the crash.
+        self.on_crash: Callable[[BaseException], None] = _default_on_crash
+        self._since_checkpoint: set[str] = set()
+        self._events_since_checkpoint = 0
+        self._writer: asyncio.Task | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self, epoch: int | None = None) -> None:
+        """Open the file, recover, and start the writer. Raises if the file refuses us."""
+        assert self.state is ShardState.STARTING
+        try:
+            head = await self.log.open(epoch)
+            recovered = await recover_shard(self.log, head, self.settings.retention)
+        except CapsvcError as e:
+            self._fail(e)
+            await self.log.close()
+            raise
+        self.epoch, self.last_seq, self.event_count = head.epoch, head.last_seq, head.event_count
+        self.pools = recovered.pools
+        for pool_id, seq in sorted(recovered.pool_seqs.items(), key=lambda kv: kv[1]):
+            self._pool_seqs[pool_id] = seq
+        self.replayed_events, self.replay_seconds = recovered.replayed_events, recovered.seconds
+        self._events_since_checkpoint = recovered.replayed_events
+        self._since_checkpoint = {
+            p for p, s in recovered.pool_seqs.items() if s > head.checkpoint_seq
+        }
+        self.state = ShardState.READY
+        self._writer = asyncio.create_task(self._write_loop(), name=f"shard-{self.shard_id}")
+        self._writer.add_done_callback(self._writer_done)
+        log.log(
+            logging.INFO if recovered.replayed_events or self.pools else logging.DEBUG,
+            "shard recovered",
+            extra={
+                "shard": self.shard_id,
+                "epoch": self.epoch,
+                "pools": len(self.pools),
+                "replayed": recovered.replayed_events,
+                "seconds": round(recovered.seconds, 3),
+            },
+        )
+
+    async def drain(self) -> None:
+        """Stop taking commands, finish those queued, checkpoint every changed pool, close."""
+        if self.state is ShardState.READY:
+            self.state = ShardState.DRAINING
+            await self._queue.put(_STOP)
+            assert self._writer is not None
+            await self._writer
+            try:
+                await self._checkpoint()
+            except CapsvcError as e:
+                log.error("final checkpoint failed: %s", e, extra={"shard": self.shard_id})
+        elif self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+        await self.log.close()
+        if self.state is not ShardState.FAILED:
+            self.state = ShardState.CLOSED
+
+    def _writer_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.critical("shard writer crashed", exc_info=error, extra={"shard": self.shard_id})
+        self._fail(error)
+        self._fail_queued()
+        self.on_crash(error)
+
+    def _fail(self, error: BaseException) -> None:
+        self.state = ShardState.FAILED
+        self.failure = f"{getattr(error, 'code', type(error).__name__)}: {error}"
+        log.error("shard failed closed: %s", self.failure, extra={"shard": self.shard_id})
+        self.on_commit()
+
+    # -- commands --------------------------------------------------------------------------
+    def submit(self, command: cmd.Command, actor: str | None = None) -> asyncio.Future:
+        """Queue a command; the future resolves to a CommandResult after the commit."""
+        self.check_ready()
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(command, actor, future))
+        except asyncio.QueueFull:
+            raise Overloaded(
+                f"shard {self.shard_id} has {self._queue.qsize()} commands queued"
+            ) from None
+        return future
+
+    def check_ready(self) -> None:
+        if self.state is not ShardState.READY:
+            detail = f"shard {self.shard_id} is {self.state.value}"
+            if self.failure:
+                detail += f" ({self.failure})"
+            raise ShardUnavailable(detail, shard=self.shard_id)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    async def _write_loop(self) -> None:
+        batch_max = self.settings.append_batch_max
+        while True:
+            first = await self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < batch_max and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            await self._process(batch)
+            if self.state is ShardState.FAILED:
+                self._fail_queued()
+                return
+            if self._events_since_checkpoint >= self.settings.checkpoint_every_events:
+                try:
+                    await self._checkpoint()
+                except CapsvcError as e:  # snapshots only bound recovery time: keep serving
+                    log.warning("checkpoint failed: %s", e, extra={"shard": self.shard_id})
+            if stop:
+                return
+
+    def _fail_queued(self) -> None:
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not _STOP and not item.future.done():
+                item.future.set_exception(ShardUnavailable(f"shard {self.shard_id} failed"))
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        now_ms = self._clock_ms()
+        records: list[StoredEvent] = []
+        answers: list[tuple[_Pending, CommandResult]] = []
+        touched: set[str] = set()
+        seq = self.last_seq
+        for item in batch:
+            if item.future.done():  # the caller gave up before we started: do not apply
+                continue
+            pool_id = item.command.pool_id
+            pool = self.pools.get(pool_id)
+            decision = decide(pool, item.command, self.settings.slots_max)
+            for event in decision.events:
+                pool = evolve(pool, event, self.settings.retention)
+                seq += 1
+                records.append(
+                    StoredEvent(seq, pool_id, pool.version, self.epoch, now_ms, item.actor, event)
+                )
+            if decision.events:
+                self.pools[pool_id] = pool
+                touched.add(pool_id)
+            answers.append((item, _result(item.command, decision, pool)))
+        if records:
+            await self._commit(records, touched, answers)
+        else:
+            for item, result in answers:
+                _resolve(item.future, result)
+
+    async def _commit(
+        self,
+        records: list[StoredEvent],
+        touched: set[str],
+        answers: list[tuple[_Pending, CommandResult]],
+    ) -> None:
+        self._in_flight = frozenset(touched)
+        self._commit_done = asyncio.get_running_loop().create_future()
+        try:
+            await self.log.append(records)
+        except CapsvcError as error:
+            await self._undo(touched, error)
+            for item, result in answers:
+                if item.command.pool_id in touched:
+                    _fail(item.future, error)
+                else:
+                    _resolve(item.future, result)
+            return
+        finally:
+            self._in_flight = frozenset()
+            self._commit_done.set_result(None)
+        self.last_seq = records[-1].seq
+        self.event_count += len(records)
+        self.batches += 1
+        self._events_since_checkpoint += len(records)
+        for record in records:
+            self._pool_seqs[record.pool_id] = record.seq
+            self._pool_seqs.move_to_end(record.pool_id)
+            self._since_checkpoint.add(record.pool_id)
+        self.on_commit()
+        for item, result in answers:
+            _resolve(item.future, result)
+
+    async def _undo(self, touched: set[str], error: CapsvcError) -> None:
+        """The append failed: make memory exactly what the file holds again."""
+        log.warning(
+            "append failed, reloading %d pools: %s",
+            len(touched),
+            error,
+            extra={"shard": self.shard_id},
+        )
+        if isinstance(error, Fenced | ShardCorrupt):
+            self._fail(error)
+            return
+        try:
+            for pool_id in touched:
+                pool, seq = await reload_pool(self.log, pool_id, self.settings.retention)
+                if pool is None:
+                    self.pools.pop(pool_id, None)
+                else:
+                    self.pools[pool_id] = pool
+            stored_seq = await self.log.last_seq()
+        except CapsvcError as e:
+            self._fail(e)
+            return
+        if stored_seq != self.last_seq:  # the append did land after all: we cannot tell whom
+            self._fail(ShardUnavailable(f"append outcome unclear (seq {stored_seq})"))
+
+    async def _checkpoint(self) -> None:
+        changed = [p for p in self._since_checkpoint if p in self.pools]
+        if not changed and self._events_since_checkpoint == 0:
+            return
+        snapshots = []
+        for pool_id in changed:
+            pool = self.pools[pool_id]
+            check_reservations(pool)
+            snapshots.append(
+                StoredSnapshot(
+                    pool_id,
+                    self._pool_seqs.get(pool_id, 0),
+                    pool.version,
+                    SNAPSHOT_SCHEMA,
+                    encode_snapshot(pool),
+                )
+            )
+        await self.log.save_checkpoint(snapshots, self.last_seq)
+        self._since_checkpoint.clear()
+        self._events_since_checkpoint = 0
+
+    # -- reads -----------------------------------------------------------------------------
+    async def read_pool(self, pool_id: str) -> Pool | None:
+        """The committed state of a pool (waits if a commit touching it is in flight)."""
+        while pool_id in self._in_flight:
+            assert self._commit_done is not None
+            await asyncio.shield(self._commit_done)
+        if self.state not in (ShardState.READY, ShardState.DRAINING):
+            self.check_ready()
+        return self.pools.get(pool_id)
+
+    def changes_since(self, seq: int, limit: int) -> tuple[list[str], int]:
+        """Pools changed after `seq`, oldest change first, at most `limit` of them, and the
+        position to ask from next time (every change up to it is in the list)."""
+        newer = []
+        for pool_id in reversed(self._pool_seqs):
+            if self._pool_seqs[pool_id] <= seq:
+                break
+            newer.append(pool_id)
+        newer.reverse()
+        if len(newer) <= limit:
+            return newer, max(self.last_seq, seq)
+        page = newer[:limit]
+        return page, self._pool_seqs[page[-1]]
+
+
+def _default_on_crash(error: BaseException) -> None:
+    # A bug may have left memory inconsistent with the file: stop this process so the
+    # supervisor restarts it and recovery rebuilds the truth from the log.
+    logging.shutdown()
+    os._exit(70)
+
+
+def _result(command: cmd.Command, decision: Decision, pool: Pool | None) -> CommandResult:
+    if decision.rejection is not None:
+        return CommandResult(rejection=decision.rejection)
+    assert pool is not None
+    if isinstance(command, cmd.ReserveCapacity | cmd.ReleaseReservation):
+        assert decision.reservation_id is not None
+        reservation = pool.reservations[decision.reservation_id]
+        body = reservation_view(
+            pool, reservation, as_created=isinstance(command, cmd.ReserveCapacity)
+        )
+        return CommandResult(
+            body=body,
+            created=isinstance(command, cmd.ReserveCapacity) and not decision.replayed,
+            replayed=decision.replayed,
+        )
+    created = isinstance(command, cmd.DefinePool) and bool(decision.events)
+    return CommandResult(body=pool_view(pool), created=created)
+
+
+def _resolve(future: asyncio.Future, result: CommandResult) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future, error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)

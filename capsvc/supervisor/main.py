@@ -1,0 +1,197 @@
+"""The supervisor: starts one worker per CPU and the router, restarts what dies, drains on
+SIGTERM.
+
+It owns the data directory's lock (so a second instance cannot open the same shard files) and
+the public listening socket (inherited by the router, so a router restart loses no port).
+Children receive the effective configuration on stdin and die with the supervisor
+(PR_SET_PDEATHSIG), so a killed supervisor never leaves orphans holding shard files.
+
+Drain order on SIGTERM: the router first (it stops accepting and finishes what is in flight,
+which needs the workers), then the workers (they finish queued commands, checkpoint, close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from capsvc.config import Config, config_to_json
+from capsvc.paths import lock_file
+from capsvc.router.auth import ensure_admin_token
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyRunning(RuntimeError):
+    """Another capsvc instance holds this data directory."""
+
+
+@dataclass
+class Child:
+    role: str  # "worker" | "router"
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    backoff_ms: int = 0
+    restarts: int = 0
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return "router" if self.role == "router" else f"worker {self.index}"
+
+
+def lock_data_dir(config: Config) -> int:
+    path = lock_file(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"another capsvc instance is using {config.data_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def bind_public_socket(config: Config) -> socket.socket:
+    sock = socket.create_server(
+        (config.service.host, config.service.port), backlog=1024, reuse_port=False
+    )
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, config: Config, listen: socket.socket) -> None:
+        self.config = config
+        self.listen = listen
+        self.children = [Child("worker", i) for i in range(config.worker_count)]
+        self.children.append(Child("router", 0))
+        self.stopping = False
+        self._config_json = config_to_json(config).encode()
+
+    async def _spawn(self, child: Child) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "capsvc",
+            "child",
+            child.role,
+            "--index",
+            str(child.index),
+            "--parent",
+            str(os.getpid()),
+        ]
+        pass_fds: tuple[int, ...] = ()
+        if child.role == "router":
+            argv += ["--listen-fd", str(self.listen.fileno())]
+            pass_fds = (self.listen.fileno(),)
+        child.process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, pass_fds=pass_fds
+        )
+        assert child.process.stdin is not None
+        child.process.stdin.write(self._config_json)
+        await child.process.stdin.drain()
+        child.process.stdin.close()
+        child.started_at = time.monotonic()
+        child.exited.clear()
+        log.info("started %s", child.name, extra={"child_pid": child.process.pid})
+
+    async def _watch(self, child: Child) -> None:
+        """Run one child for as long as the supervisor runs, restarting it with backoff."""
+        s = self.config.supervisor
+        while True:
+            await self._spawn(child)
+            assert child.process is not None
+            code = await child.process.wait()
+            child.exited.set()
+            if self.stopping:
+                return
+            ran_ms = (time.monotonic() - child.started_at) * 1000
+            if ran_ms >= s.restart_backoff_reset_ms:
+                child.backoff_ms = 0
+            child.backoff_ms = min(
+                max(child.backoff_ms * 2, s.restart_backoff_initial_ms), s.restart_backoff_max_ms
+            )
+            child.restarts += 1
+            log.error(
+                "%s exited with %s; restarting in %d ms",
+                child.name,
+                code,
+                child.backoff_ms,
+                extra={"restarts": child.restarts},
+            )
+            await asyncio.sleep(child.backoff_ms / 1000)
+            if self.stopping:
+                return
+
+    async def run(self) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        watchers = [asyncio.create_task(self._watch(c), name=c.name) for c in self.children]
+        await stop.wait()
+        return await self._drain(watchers)
+
+    async def _drain(self, watchers: list[asyncio.Task]) -> int:
+        self.stopping = True
+        log.info("draining")
+        self.listen.close()
+        timeout_s = self.config.supervisor.drain_timeout_ms / 1000
+        clean = True
+        routers = [c for c in self.children if c.role == "router"]
+        workers = [c for c in self.children if c.role == "worker"]
+        for group in (routers, workers):
+            clean &= await self._stop_group(group, timeout_s)
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        log.info("stopped", extra={"clean": clean})
+        return 0 if clean else 1
+
+    async def _stop_group(self, group: list[Child], timeout_s: float) -> bool:
+        running = [c for c in group if c.process is not None and c.process.returncode is None]
+        for child in running:
+            child.process.send_signal(signal.SIGTERM)
+        clean = True
+        deadline = time.monotonic() + timeout_s
+        for child in running:
+            try:
+                await asyncio.wait_for(child.process.wait(), max(deadline - time.monotonic(), 0.1))
+            except TimeoutError:
+                log.error("%s did not stop in %.1fs; killing it", child.name, timeout_s)
+                child.process.kill()
+                await child.process.wait()
+                clean = False
+            if child.process.returncode != 0:
+                clean = False
+                log.error("%s exited with %s during drain", child.name, child.process.returncode)
+        return clean
+
+
+async def run_supervisor(config: Config) -> int:
+    lock_fd = lock_data_dir(config)
+    try:
+        token_file = ensure_admin_token(config)
+        listen = bind_public_socket(config)
+        host, port = listen.getsockname()[:2]
+        if token_file is not None:
+            print(f"capsvc: admin token is in {token_file} (mode 0600)", flush=True)
+        print(
+            f"capsvc: listening on http://{host}:{port} with {config.worker_count} workers, "
+            f"data in {config.data_dir}",
+            flush=True,
+        )
+        return await Supervisor(config, listen).run()
+    finally:
+        os.close(lock_fd)

@@ -1,0 +1,1 @@
+"""A worker process: owns some shards, keeps their pools in memory, answers the router."""

@@ -1,0 +1,299 @@
+"""The worker's HTTP app: answers pool and reservation routes for the shards it owns, and the
+internal routes the router uses (read-model feed, status, pool listing).
+
+It listens only on a Unix socket that the router reaches; authentication of admin routes is
+the router's job. Every command goes through its shard's single writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from capsvc.config import Config
+from capsvc.domain import commands as cmd
+from capsvc.domain import rejections as rj
+from capsvc.domain.views import availability_view, pool_view, reservation_view
+from capsvc.errors import ShardUnavailable, UpstreamTimeout
+from capsvc.http import parsing
+from capsvc.http.problems import problem, problem_middleware, rejection_problem
+from capsvc.http.routes import ACTOR_HEADER, INTERNAL_FEED, INTERNAL_POOLS, INTERNAL_STATUS, ROUTES
+from capsvc.shard.shard import CommandResult, Shard, ShardState
+from capsvc.sharding import shard_for_pool
+from capsvc.storage.codec import encode_event
+
+SHARDS = web.AppKey("shards", dict)
+CONFIG = web.AppKey("config", Config)
+WORKER_INDEX = web.AppKey("worker_index", int)
+CHANGED = web.AppKey("changed", asyncio.Event)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _limits(config: Config) -> parsing.InputLimits:
+    lim = config.limits
+    return parsing.InputLimits(lim.units_max, lim.capacity_max, lim.slots_per_pool_max)
+
+
+def _shard(request: web.Request, pool_id: str) -> Shard:
+    shard_id = shard_for_pool(pool_id, request.app[CONFIG].service.shard_count)
+    shard = request.app[SHARDS].get(shard_id)
+    if shard is None:
+        raise ShardUnavailable(f"shard {shard_id} is not owned by this worker", shard=shard_id)
+    return shard
+
+
+async def _execute(request: web.Request, command: cmd.Command) -> CommandResult:
+    shard = _shard(request, command.pool_id)
+    future = shard.submit(command, request.headers.get(ACTOR_HEADER))
+    timeout_s = request.app[CONFIG].limits.request_timeout_ms / 1000
+    try:
+        # On timeout the future is cancelled: if the writer has not reached it, it never applies.
+        return await asyncio.wait_for(future, timeout_s)
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"shard {shard.shard_id} did not commit within {timeout_s:g}s; the outcome is "
+            "unknown: retry with the same Idempotency-Key"
+        ) from None
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def _render(result: CommandResult) -> web.Response:
+    if result.rejection is not None:
+        return rejection_problem(result.rejection)
+    if result.replayed:
+        return _json(result.body, 201, {"Idempotent-Replayed": "true"})
+    return _json(result.body, 201 if result.created else 200)
+
+
+# -- public routes (reached through the router) --------------------------------------------
+async def define_pool(request: web.Request) -> web.Response:
+    pool_id = parsing.path_id(request, "pool_id")
+    body = await parsing.read_json_object(request)
+    command = parsing.parse_define_pool(pool_id, body, _limits(request.app[CONFIG]))
+    return _render(await _execute(request, command))
+
+
+async def change_total_capacity(request: web.Request) -> web.Response:
+    pool_id = parsing.path_id(request, "pool_id")
+    body = await parsing.read_json_object(request)
+    command = parsing.parse_change_total(pool_id, body, _limits(request.app[CONFIG]))
+    return _render(await _execute(request, command))
+
+
+async def add_slot(request: web.Request) -> web.Response:
+    pool_id = parsing.path_id(request, "pool_id")
+    body = await parsing.read_json_object(request)
+    slot = parsing.parse_slot(body, "", _limits(request.app[CONFIG]))
+    result = await _execute(request, cmd.AddSlot(pool_id, slot))
+    if result.rejection is None:
+        return _json(result.body, 201)
+    return _render(result)
+
+
+async def update_slot(request: web.Request) -> web.Response:
+    pool_id = parsing.path_id(request, "pool_id")
+    slot_id = parsing.path_id(request, "slot_id")
+    body = await parsing.read_json_object(request)
+    command = parsing.parse_update_slot(pool_id, slot_id, body, _limits(request.app[CONFIG]))
+    return _render(await _execute(request, command))
+
+
+async def reserve(request: web.Request) -> web.Response:
+    pool_id = parsing.path_id(request, "pool_id")
+    key = parsing.idempotency_key(request)
+    body = await parsing.read_json_object(request)
+    command = parsing.parse_reserve(
+        pool_id, body, key, _limits(request.app[CONFIG]), secrets.token_hex(6), _now_ms()
+    )
+    return _render(await _execute(request, command))
+
+
+async def release(request: web.Request) -> web.Response:
+    pool_id, reservation_id = parsing.path_reservation(request)
+    result = await _execute(request, cmd.ReleaseReservation(pool_id, reservation_id, _now_ms()))
+    return _render(result)
+
+
+async def get_pool(request: web.Request) -> web.Response:
+    pool_id = parsing.path_id(request, "pool_id")
+    pool = await _shard(request, pool_id).read_pool(pool_id)
+    if pool is None:
+        return problem(rj.POOL_NOT_FOUND, f"no pool {pool_id}")
+    return _json(pool_view(pool))
+
+
+async def get_reservation(request: web.Request) -> web.Response:
+    pool_id, reservation_id = parsing.path_reservation(request)
+    pool = await _shard(request, pool_id).read_pool(pool_id)
+    reservation = pool.reservations.get(reservation_id) if pool is not None else None
+    if reservation is None:
+        return problem(rj.RESERVATION_NOT_FOUND, f"no reservation {reservation_id}")
+    return _json(reservation_view(pool, reservation))
+
+
+async def pool_events(request: web.Request) -> web.Response:
+    """The audit log of one pool, oldest first, paged by pool version."""
+    pool_id = parsing.path_id(request, "pool_id")
+    page_max = request.app[CONFIG].limits.events_page_max
+    after = parsing.query_int(request, "after", 0, 0, 2**53)
+    limit = parsing.query_int(request, "limit", min(100, page_max), 1, page_max)
+    shard = _shard(request, pool_id)
+    pool = await shard.read_pool(pool_id)
+    if pool is None:
+        return problem(rj.POOL_NOT_FOUND, f"no pool {pool_id}")
+    stored = await shard.log.pool_events(pool_id, after, limit)
+    events = []
+    for s in stored:
+        type_name, schema, body = encode_event(s.event)
+        events.append(
+            {
+                "seq": s.seq,
+                "version": s.pool_version,
+                "type": type_name,
+                "schema": schema,
+                "epoch": s.epoch,
+                "at_ms": s.at_ms,
+                "actor": s.actor,
+                "data": json.loads(body),
+            }
+        )
+    next_after = events[-1]["version"] if len(events) == limit else None
+    return _json(
+        {"pool_id": pool_id, "version": pool.version, "events": events, "next_after": next_after}
+    )
+
+
+# -- internal routes (router only) ---------------------------------------------------------
+def _positions(raw: str) -> dict[int, int]:
+    positions = {}
+    for part in filter(None, raw.split(",")):
+        shard, _, seq = part.partition(":")
+        if not (shard.isdigit() and seq.isdigit()):
+            raise parsing.bad_parameter("since", "must be shard:seq,shard:seq,...")
+        positions[int(shard)] = int(seq)
+    return positions
+
+
+async def feed(request: web.Request) -> web.Response:
+    """Pools changed since the router's per-shard positions; waits a little if none did."""
+    shards: dict[int, Shard] = request.app[SHARDS]
+    positions = _positions(request.query.get("since", ""))
+    wait_ms = parsing.query_int(
+        request, "wait_ms", 0, 0, request.app[CONFIG].read_model.feed_wait_ms
+    )
+    limit = parsing.query_int(request, "limit", 2000, 1, 100_000)
+    changed: asyncio.Event = request.app[CHANGED]
+    deadline = time.monotonic() + wait_ms / 1000
+    while True:
+        changed.clear()
+        if any(s.last_seq != positions.get(i, -1) for i, s in shards.items()):
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            await asyncio.wait_for(changed.wait(), remaining)
+        except TimeoutError:
+            break
+    out = {}
+    for shard_id, shard in shards.items():
+        since = positions.get(shard_id, 0)
+        full = since <= 0 or since > shard.last_seq  # unknown position: send everything
+        views = []
+        if shard.state is ShardState.FAILED:
+            position, full = since, False  # its memory is not trustworthy: send nothing
+        else:
+            pool_ids, position = shard.changes_since(0 if full else since, limit)
+            for pool_id in pool_ids:
+                pool = await shard.read_pool(pool_id)
+                if pool is not None:
+                    views.append(availability_view(pool))
+        out[str(shard_id)] = {
+            "state": shard.state.value,
+            "epoch": shard.epoch,
+            "position": position,
+            "full": full,
+            "pools": views,
+        }
+    return _json({"worker": request.app[WORKER_INDEX], "shards": out})
+
+
+def shard_status(shard: Shard) -> dict[str, Any]:
+    return {
+        "shard": shard.shard_id,
+        "state": shard.state.value,
+        "epoch": shard.epoch,
+        "last_seq": shard.last_seq,
+        "event_count": shard.event_count,
+        "queue_depth": shard.queue_depth,
+        "pools": len(shard.pools),
+        "replay_seconds": round(shard.replay_seconds, 4),
+        "replayed_events": shard.replayed_events,
+        "failure": shard.failure,
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    shards: dict[int, Shard] = request.app[SHARDS]
+    return _json(
+        {
+            "worker": request.app[WORKER_INDEX],
+            "pid": os.getpid(),
+            "shards": [shard_status(s) for s in shards.values()],
+        }
+    )
+
+
+async def list_pools(request: web.Request) -> web.Response:
+    region = parsing.query_id(request, "region", required=False)
+    date = parsing.query_date(request, "date", required=False)
+    kind = parsing.query_id(request, "kind", required=False)
+    views = []
+    for shard in request.app[SHARDS].values():
+        if shard.state not in (ShardState.READY, ShardState.DRAINING):
+            continue
+        for pool_id, pool in list(shard.pools.items()):
+            if (
+                (region and pool.region != region)
+                or (date and pool.date != date)
+                or (kind and pool.kind != kind)
+            ):
+                continue
+            committed = await shard.read_pool(pool_id)
+            if committed is not None:
+                views.append(pool_view(committed))
+    return _json({"pools": views})
+
+
+def make_worker_app(config: Config, shards: dict[int, Shard], worker_index: int) -> web.Application:
+    app = web.Application(
+        client_max_size=config.limits.body_max_bytes, middlewares=[problem_middleware]
+    )
+    app[CONFIG] = config
+    app[SHARDS] = shards
+    app[WORKER_INDEX] = worker_index
+    app[CHANGED] = changed = asyncio.Event()
+    for shard in shards.values():
+        shard.on_commit = changed.set
+    handlers = globals()
+    for route in ROUTES:
+        if route.target in ("pool", "reservation"):
+            app.router.add_route(route.method, route.path, handlers[route.name])
+    app.router.add_get(INTERNAL_FEED, feed)
+    app.router.add_get(INTERNAL_STATUS, status)
+    app.router.add_get(INTERNAL_POOLS, list_pools)
+    return app

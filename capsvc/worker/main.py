@@ -1,0 +1,127 @@
+"""Worker start-up: the only place that wires storage, shards and the HTTP app together.
+
+A shard whose file refuses to open (damaged, locked, I/O error) fails closed on its own: the
+worker keeps serving its other shards and retries the failed one with backoff, so one bad file
+never takes the host down or makes it crash-loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from capsvc.config import Config
+from capsvc.domain.pool import KeyRetention
+from capsvc.errors import CapsvcError
+from capsvc.paths import shard_file, worker_socket
+from capsvc.shard.shard import Shard, ShardSettings, ShardState
+from capsvc.sharding import embedded_shards
+from capsvc.storage.sqlite_log import SqliteEventLog
+from capsvc.worker.app import make_worker_app
+
+log = logging.getLogger(__name__)
+RETRY_MAX_S = 30.0
+
+
+def shard_settings(config: Config) -> ShardSettings:
+    return ShardSettings(
+        append_batch_max=config.storage.append_batch_max,
+        queue_max=config.limits.shard_queue_max,
+        checkpoint_every_events=config.storage.snapshot_every_events,
+        slots_max=config.limits.slots_per_pool_max,
+        retention=KeyRetention(
+            config.limits.idempotency_retention_s * 1000, config.limits.idempotency_keys_max
+        ),
+    )
+
+
+def new_shard(config: Config, shard_id: int) -> Shard:
+    event_log = SqliteEventLog(
+        shard_file(config, shard_id),
+        synchronous=config.storage.synchronous,
+        busy_timeout_ms=config.storage.busy_timeout_ms,
+    )
+    return Shard(shard_id, event_log, shard_settings(config))
+
+
+class ShardHost:
+    """The shards this worker owns: starts them, retries the failed ones, drains them."""
+
+    def __init__(self, config: Config, shard_ids: list[int]) -> None:
+        self.config = config
+        self.shards: dict[int, Shard] = {sid: new_shard(config, sid) for sid in shard_ids}
+        self._retries: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        for shard_id, shard in list(self.shards.items()):
+            try:
+                await shard.start()
+            except CapsvcError:
+                self._retries.append(asyncio.create_task(self._retry(shard_id)))
+
+    async def _retry(self, shard_id: int) -> None:
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            shard = new_shard(self.config, shard_id)
+            shard.on_commit = self.shards[shard_id].on_commit
+            try:
+                await shard.start()
+            except CapsvcError as e:
+                self.shards[shard_id] = shard  # keep the latest failure visible
+                log.warning("shard still unavailable: %s", e, extra={"shard": shard_id})
+                continue
+            self.shards[shard_id] = shard
+            return
+
+    async def drain(self) -> None:
+        for task in self._retries:
+            task.cancel()
+        await asyncio.gather(*(s.drain() for s in self.shards.values()), return_exceptions=True)
+
+    @property
+    def ready(self) -> bool:
+        return all(s.state is ShardState.READY for s in self.shards.values())
+
+
+async def serve_worker(config: Config, index: int) -> None:
+    shard_ids = embedded_shards(index, config.worker_count, config.service.shard_count)
+    host = ShardHost(config, shard_ids)
+    await host.start()
+    app = make_worker_app(config, host.shards, index)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=config.supervisor.drain_timeout_ms / 1000
+    )
+    await runner.setup()
+    path = worker_socket(config, index)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _remove_stale_socket(path)
+    site = web.UnixSite(runner, str(path))
+    await site.start()
+    os.chmod(path, 0o600)
+    log.info(
+        "worker serving", extra={"worker": index, "shards": len(shard_ids), "socket": str(path)}
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("worker draining", extra={"worker": index})
+    await runner.cleanup()  # stop listening, let in-flight requests finish
+    await host.drain()  # finish queued commands, checkpoint, close files
+    _remove_stale_socket(path)
+    log.info("worker stopped", extra={"worker": index})
+
+
+def _remove_stale_socket(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,178 @@
+"""A real capsvc on real sockets: starts `capsvc serve` as a process, waits on conditions with
+deadlines, and talks HTTP to it. Used by every integration test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.05):
+    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - the condition may fail until it holds
+            last_error = e
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last_error!r})")
+
+
+class Service:
+    """One supervisor (with its workers and router) on a free port and a temp data dir."""
+
+    def __init__(self, data_dir: Path, workers: int = 2, shard_count: int = 8,
+                 extra_config: str = "", env: dict[str, str] | None = None,
+                 admin_token: str | None = ADMIN_TOKEN) -> None:
+        self.data_dir = data_dir
+        self.workers = workers
+        self.config_path = data_dir.parent / f"{data_dir.name}.toml"
+        self.config_path.write_text(
+            f'[service]\ndata_dir = "{data_dir}"\nport = 0\nworkers = {workers}\n'
+            f"shard_count = {shard_count}\n"
+            '[logging]\nlevel = "INFO"\nformat = "text"\n' + extra_config
+        )
+        self.env = {**os.environ, **(env or {})}
+        self.env.pop("CAPSVC_ADMIN_TOKEN", None)
+        if admin_token is not None:
+            self.env["CAPSVC_ADMIN_TOKEN"] = admin_token
+        self.admin_token = admin_token
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.output: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    # -- process control -------------------------------------------------------------------
+    def start(self, ready: bool = True) -> Service:
+        self.output = []
+        self.port = None
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "capsvc", "serve", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+            cwd=REPO, start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
+        if ready:
+            wait_for(lambda: self.port, 30, "the listening line")
+            self.wait_ready()
+        return self
+
+    def _read_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            match = re.search(r"listening on http://[\d.]+:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+
+    def log_text(self) -> str:
+        return "".join(self.output)
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        wait_for(lambda: self.get("/readyz")[0] == 200, timeout_s,
+                 f"/readyz to answer 200\n{self.log_text()[-3000:]}")
+
+    def stop(self, timeout_s: float = 30) -> int:
+        """SIGTERM the supervisor and return its exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            if self._reader is not None:
+                self._reader.join(5)
+
+    def kill_all(self) -> None:
+        """SIGKILL the whole process group (supervisor, workers, router)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def child_pids(self) -> dict[str, int]:
+        """Process title -> pid for this supervisor's children (read from /proc)."""
+        assert self.process is not None
+        out = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.process.pid:
+                out[cmdline] = int(entry.name)
+        return out
+
+    # -- HTTP ------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def request(self, method: str, path: str, body: Any = None, headers: dict | None = None,
+                raw: bytes | None = None) -> tuple[int, Any, dict[str, str]]:
+        return asyncio.run(self._one(method, path, body, headers, raw))
+
+    def get(self, path: str, headers: dict | None = None) -> tuple[int, Any]:
+        status, body, _ = self.request("GET", path, headers=headers)
+        return status, body
+
+    def admin(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        status, payload, _ = self.request(method, path, body, self.admin_headers())
+        return status, payload
+
+    async def _one(self, method, path, body, headers, raw):
+        async with aiohttp.ClientSession() as session:
+            return await request(session, self.url, method, path, body, headers, raw)
+
+    def define_pool(self, pool_id: str, slots: list[tuple[str, int]], **fields: Any):
+        return self.admin("PUT", f"/v1/admin/pools/{pool_id}", pool_body(slots, **fields))
+
+
+async def request(session: aiohttp.ClientSession, base: str, method: str, path: str,
+                  body: Any = None, headers: dict | None = None, raw: bytes | None = None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    async with session.request(method, base + path, data=data, headers=headers) as response:
+        text = await response.text()
+        try:
+            payload = json.loads(text) if text else None
+        except ValueError:
+            payload = text
+        return response.status, payload, dict(response.headers)
+
+
+def pool_body(slots: list[tuple[str, int]], kind: str = "logistics", region: str = "sg-north",
+              date: str = "2026-12-01", total_capacity: int | None = None) -> dict[str, Any]:
+    return {
+        "kind": kind, "region": region, "date": date, "total_capacity": total_capacity,
+        "slots": [
+            {"slot_id": slot_id, "starts_at": f"{date}T{i % 24:02d}:00:00+08:00",
+             "ends_at": f"{date}T{i % 24:02d}:30:00+08:00", "capacity": capacity}
+            for i, (slot_id, capacity) in enumerate(slots)
+        ],
+    }

@@ -1,0 +1,144 @@
+"""The OpenAPI document covers the route table exactly and is internally consistent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from capsvc.http.openapi import openapi_document
+from capsvc.http.routes import ROUTES, Route
+
+DOC = openapi_document()
+HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
+
+EXPECTED_STATUSES = {
+    "define_pool": {"200", "201", "400", "401", "409", "413", "422"},
+    "get_pool": {"200", "400", "404"},
+    "reserve": {"201", "400", "404", "409", "413", "422", "503", "504"},
+    "get_reservation": {"200", "400", "404"},
+    "release": {"200", "400", "404", "503"},
+    "update_slot": {"200", "400", "401", "404", "409", "422"},
+    "add_slot": {"201", "400", "401", "404", "409", "422"},
+    "change_total_capacity": {"200", "400", "401", "404", "409", "422"},
+    "pool_events": {"200", "401", "404"},
+    "list_pools": {"200", "401"},
+    "cluster": {"200", "401"},
+    "availability": {"200", "400", "503"},
+    "healthz": {"200"},
+    "readyz": {"200", "503"},
+    "metrics": {"200"},
+    "openapi": {"200"},
+}
+
+
+def operation(route: Route) -> dict[str, Any]:
+    return DOC["paths"][route.path][route.method.lower()]
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs(item)
+
+
+def resolve(pointer: str) -> Any:
+    assert pointer.startswith("#/"), pointer
+    node: Any = DOC
+    for part in pointer[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def test_is_cached_and_openapi_3_1() -> None:
+    assert openapi_document() is DOC
+    assert DOC["openapi"].startswith("3.1")
+    assert DOC["info"]["title"] == "capsvc"
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
+def test_every_route_is_described(route: Route) -> None:
+    assert operation(route)["operationId"] == route.name
+
+
+def test_no_operation_beyond_the_route_table() -> None:
+    described = {(path, method.upper()) for path, item in DOC["paths"].items()
+                 for method in item if method in HTTP_METHODS}
+    assert described == {(r.path, r.method) for r in ROUTES}
+    ids = [op["operationId"] for item in DOC["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
+def test_path_parameters_match_the_path(route: Route) -> None:
+    params = [resolve(p["$ref"]) if "$ref" in p else p
+              for p in operation(route).get("parameters", [])]
+    in_path = {p["name"] for p in params if p["in"] == "path"}
+    assert {f"{{{name}}}" for name in in_path} == {
+        part for part in route.path.split("/") if part.startswith("{")}
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
+def test_statuses(route: Route) -> None:
+    responses = operation(route)["responses"]
+    assert EXPECTED_STATUSES[route.name] <= set(responses) - {"default"}
+
+
+def test_every_ref_resolves() -> None:
+    found = list(refs(DOC))
+    assert found
+    for pointer in found:
+        assert isinstance(resolve(pointer), dict), pointer
+
+
+def test_admin_routes_need_a_bearer_token() -> None:
+    scheme = DOC["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    for route in ROUTES:
+        security = operation(route).get("security")
+        if route.admin:
+            assert security == [{"bearerAuth": []}], route.name
+        else:
+            assert not security, route.name
+
+
+def test_errors_are_problem_json() -> None:
+    for route in ROUTES:
+        for status, response in operation(route)["responses"].items():
+            if "$ref" in response:
+                response = resolve(response["$ref"])
+            if status == "default" or int(status) >= 400:
+                assert list(response["content"]) == ["application/problem+json"], (
+                    route.name, status)
+
+
+def test_problem_schema() -> None:
+    problem = DOC["components"]["schemas"]["Problem"]
+    assert set(problem["required"]) == {"type", "title", "status", "detail", "code"}
+    assert problem.get("additionalProperties", True) is not False
+
+
+def test_reserve_contract() -> None:
+    reserve = next(operation(r) for r in ROUTES if r.name == "reserve")
+    assert "Idempotent-Replayed" in reserve["responses"]["201"]["headers"]
+    headers = [p for p in reserve["parameters"] if p.get("in") == "header"]
+    assert [(p["name"], p["required"]) for p in headers] == [("Idempotency-Key", False)]
+    units = DOC["components"]["schemas"]["ReserveRequest"]["properties"]["units"]
+    assert (units["minimum"], units["maximum"], units["default"]) == (1, 100, 1)
+
+
+def test_json_serialisable() -> None:
+    assert json.loads(json.dumps(DOC)) == DOC
+
+
+def test_valid_openapi_3_1() -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(json.loads(json.dumps(DOC)))
