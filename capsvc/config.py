@@ -30,6 +30,10 @@ class ServiceConfig:
     workers: int = 0  # 0 means one worker per CPU
     shard_count: int = 64
     runtime_dir: str = ""  # Unix sockets of the workers; empty means <data_dir>/run
+    # Workers also listen on TCP at worker_host:(worker_port_base + index) when the base is
+    # set: for routers on other hosts, and to benchmark a worker without the router.
+    worker_host: str = "127.0.0.1"
+    worker_port_base: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class Config:
 _RANGES: dict[str, tuple[int, int]] = {
     "service.port": (0, 65535),
     "service.workers": (0, 256),
+    "service.worker_port_base": (0, 65000),
     "service.shard_count": (1, 4096),
     "storage.snapshot_every_events": (1, 10_000_000),
     "storage.append_batch_max": (1, 100_000),

@@ -19,9 +19,14 @@ from capsvc.domain.events import SlotSpec
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.errors import BadRequest
 
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
-_TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Patterns are used with fullmatch: `$` would also accept a trailing newline.
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, no spaces
+_TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DIGITS = re.compile(r"[0-9]{1,16}")
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     raw = await request.read()  # aiohttp enforces client_max_size (413)
     try:
         body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise BadRequest("malformed_json", f"the body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise BadRequest("malformed_json", "the body must be a JSON object")
@@ -92,7 +97,7 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     value = request.query.get(name)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not _DIGITS.fullmatch(value) or not low <= int(value) <= high:
         raise bad_parameter(name, f"must be an integer in {low}..{high}")
     return int(value)
 
@@ -101,7 +106,7 @@ def idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise BadRequest(
             "invalid_parameter",
             "Idempotency-Key: must be 1..255 visible ASCII characters",
@@ -138,7 +143,7 @@ def _int(value: Any, field: str, low: int, high: int) -> int:
 
 
 def _is_date(value: Any) -> bool:
-    if not isinstance(value, str) or not _DATE.match(value):
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
         return False
     try:
         dt.date.fromisoformat(value)
@@ -148,10 +153,10 @@ def _is_date(value: Any) -> bool:
 
 
 def _timestamp(value: Any, field: str) -> dt.datetime:
-    if not isinstance(value, str) or len(value) > 40 or "T" not in value.upper():
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise invalid(field, "must be an RFC 3339 timestamp with an offset")
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        parsed = dt.datetime.fromisoformat(value.upper())
     except ValueError:
         raise invalid(field, "must be an RFC 3339 timestamp with an offset") from None
     if parsed.tzinfo is None:
@@ -207,11 +212,11 @@ def parse_update_slot(
     _only(body, {"capacity", "open"})
     if not body:
         raise invalid("capacity", "give capacity, open, or both")
-    capacity = body.get("capacity")
-    if capacity is not None:
-        capacity = _int(capacity, "capacity", 0, limits.capacity_max)
+    capacity = None
+    if "capacity" in body:
+        capacity = _int(body["capacity"], "capacity", 0, limits.capacity_max)
     is_open = body.get("open")
-    if is_open is not None and not isinstance(is_open, bool):
+    if "open" in body and not isinstance(is_open, bool):
         raise invalid("open", "must be true or false")
     return cmd.UpdateSlot(pool_id, slot_id, capacity, is_open)
 
@@ -235,6 +240,6 @@ def parse_reserve(
     slot_id = _id(_req(body, "slot_id"), "slot_id")
     units = _int(body.get("units", 1), "units", 1, limits.units_max)
     order_ref = body.get("order_ref")
-    if order_ref is not None and (not isinstance(order_ref, str) or not _TEXT.match(order_ref)):
+    if order_ref is not None and (not isinstance(order_ref, str) or not _TEXT.fullmatch(order_ref)):
         raise invalid("order_ref", "must be a string of 1..128 printable characters")
     return cmd.ReserveCapacity(pool_id, slot_id, units, key, order_ref, nonce, now_ms)

@@ -105,6 +105,9 @@ async def serve_worker(config: Config, index: int) -> None:
     site = web.UnixSite(runner, str(path))
     await site.start()
     os.chmod(path, 0o600)
+    if config.service.worker_port_base:
+        port = config.service.worker_port_base + index
+        await web.TCPSite(runner, config.service.worker_host, port, backlog=1024).start()
     log.info(
         "worker serving", extra={"worker": index, "shards": len(shard_ids), "socket": str(path)}
     )
