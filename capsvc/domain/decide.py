@@ -87,6 +87,7 @@ def _same_definition(current: ev.PoolDefined, wanted: ev.PoolDefined) -> bool:
 
 
 def _reserve(pool: Pool, c: cmd.ReserveCapacity) -> Decision:
+    assert c.units >= 1, c  # parsing guarantees it; anything else is a bug
     if c.idempotency_key is not None:
         earlier = pool.remembered_key(c.idempotency_key, c.now_ms)
         if earlier is not None:

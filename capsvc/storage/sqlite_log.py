@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
     schema INTEGER NOT NULL,
     body TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS events_dense BEFORE INSERT ON events
+WHEN NEW.seq IS NOT (SELECT coalesce(max(seq), 0) + 1 FROM events)
+BEGIN SELECT RAISE(ABORT, 'capsvc fenced: seq does not follow on'); END;
 CREATE TRIGGER IF NOT EXISTS events_fenced BEFORE INSERT ON events
 WHEN NEW.epoch IS NOT (SELECT value FROM meta WHERE key = 'epoch')
 BEGIN SELECT RAISE(ABORT, 'capsvc fenced: stale epoch'); END;

@@ -1,0 +1,318 @@
+"""Specifies the pool aggregate against a naive model: no overbooking, and the model's verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from capsvc.domain import commands as cmd
+from capsvc.domain import events as ev
+from capsvc.domain import rejections as rj
+from capsvc.domain.decide import Decision, decide
+from capsvc.domain.evolve import evolve
+from capsvc.domain.ids import pool_of_reservation
+from capsvc.domain.invariants import check_reservations
+from capsvc.domain.pool import KeyRetention, Pool
+from capsvc.domain.views import pool_view
+from capsvc.storage.codec import SNAPSHOT_SCHEMA, decode_snapshot, encode_snapshot
+
+POOL = "p1"
+SLOTS_MAX = 4
+# Small limits, so that key expiry and eviction by count both happen within a run.
+RETENTION = KeyRetention(retention_ms=100, keys_max=3)
+SLOT_IDS = ("s0", "s1", "s2", "s3", "s4", "s5")
+KEYS = (None, "k0", "k1", "k2", "k3", "k4")
+ORDER_REFS = (None, "o1")
+UNKNOWN_RESERVATION = "p1~ff.dead"
+T0 = 1_900_000_000_000
+
+capacities = st.integers(min_value=0, max_value=10)
+totals = st.none() | st.integers(min_value=0, max_value=25)
+deltas = st.integers(min_value=-3, max_value=4)  # a new capacity, relative to what is reserved
+
+
+def spec(slot_id: str, capacity: int) -> ev.SlotSpec:
+    return ev.SlotSpec(slot_id, "2030-01-01T08:00:00Z", "2030-01-01T10:00:00Z", capacity)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    events: tuple[ev.Event, ...] = ()
+    code: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    replayed: bool = False
+    reservation_id: str | None = None
+
+
+def outcome_of(decision: Decision) -> Outcome:
+    if decision.rejection is not None:
+        assert decision.events == () and not decision.replayed
+        return Outcome(code=decision.rejection.code, fields=decision.rejection.fields)
+    return Outcome(decision.events, None, {}, decision.replayed, decision.reservation_id)
+
+
+def state_of(pool: Pool | None) -> object:
+    """Everything observable about a pool, for comparing two of them."""
+    if pool is None:
+        return None
+    reservations = [
+        (r.reservation_id, r.slot_id, r.units, r.order_ref, r.idempotency_key, r.active)
+        for r in pool.reservations.values()
+    ]
+    keys = list(pool.keys.items())
+    return pool_view(pool), reservations, keys, pool.reservation_count, pool.total_reserved
+
+
+@dataclass
+class ModelReservation:
+    slot_id: str
+    units: int
+    order_ref: str | None
+    key: str | None
+    active: bool = True
+
+
+class Model:
+    """The pool as plain dicts and sums, with no cleverness."""
+
+    def __init__(self, slots: dict[str, int], total: int | None) -> None:
+        self.capacity = dict(slots)
+        self.open = dict.fromkeys(slots, True)
+        self.total = total
+        self.reservations: dict[str, ModelReservation] = {}
+        self.key_uses: dict[str, tuple[str, int, int]] = {}  # key -> (id, at, use number)
+        self.uses = 0
+
+    def reserved(self, slot_id: str) -> int:
+        return sum(r.units for r in self.reservations.values() if r.active and r.slot_id == slot_id)
+
+    def total_reserved(self) -> int:
+        return sum(r.units for r in self.reservations.values() if r.active)
+
+    def room(self, slot_id: str) -> int:
+        room = self.capacity[slot_id] - self.reserved(slot_id)
+        if self.total is not None:
+            room = min(room, self.total - self.total_reserved())
+        return max(room, 0)
+
+    def remembered(self, key: str, now: int) -> str | None:
+        """A key is remembered while it is young and among the `keys_max` most recently used."""
+        if key not in self.key_uses:
+            return None
+        newest = sorted(self.key_uses, key=lambda k: self.key_uses[k][2])[-RETENTION.keys_max :]
+        reservation_id, at, _ = self.key_uses[key]
+        if key in newest and now - at < RETENTION.retention_ms:
+            return reservation_id
+        return None
+
+
+class PoolMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool: Pool | None = None
+        self.model: Model
+        self.history: list[ev.Event] = []
+        self.now = T0
+
+    def run(self, command: cmd.Command, expected: Outcome | None = None) -> Decision:
+        before = state_of(self.pool)
+        decision = decide(self.pool, command, SLOTS_MAX)
+        assert state_of(self.pool) == before, "decide changed the pool"
+        if expected is not None:
+            assert outcome_of(decision) == expected
+        for event in decision.events:
+            self.pool = evolve(self.pool, event, RETENTION)
+            self.history.append(event)
+        return decision
+
+    @initialize(
+        capacities=st.lists(capacities, min_size=1, max_size=3),
+        total=totals,
+    )
+    def define(self, capacities: list[int], total: int | None) -> None:
+        slots = tuple(spec(SLOT_IDS[i], c) for i, c in enumerate(capacities))
+        command = cmd.DefinePool(POOL, "van", "berlin", "2030-01-01", total, slots)
+        wanted = ev.PoolDefined(POOL, "van", "berlin", "2030-01-01", total, slots)
+        self.run(command, Outcome(events=(wanted,)))
+        self.model = Model({s.slot_id: s.capacity for s in slots}, total)
+
+    @rule(ms=st.integers(min_value=0, max_value=150))
+    def advance_time(self, ms: int) -> None:
+        self.now += ms
+
+    def slot_by(self, pick: int) -> str:
+        """Mostly an existing slot, sometimes one the pool does not have."""
+        candidates = [*self.model.capacity, "nope"]
+        return candidates[pick % len(candidates)]
+
+    @rule(
+        slot_pick=st.integers(min_value=0, max_value=100),
+        units=st.integers(min_value=1, max_value=4),
+        key=st.sampled_from(KEYS),
+        order_ref=st.sampled_from(ORDER_REFS),
+    )
+    def reserve(self, slot_pick: int, units: int, key: str | None, order_ref: str | None) -> None:
+        self.reserve_and_check(self.slot_by(slot_pick), units, key, order_ref)
+
+    @rule(pick=st.integers(min_value=0, max_value=1_000), more_units=st.sampled_from((0, 0, 1)))
+    def retry_reserve(self, pick: int, more_units: int) -> None:
+        """A client retries an earlier reserve with its key (sometimes with another body)."""
+        keyed = [(rid, r) for rid, r in self.model.reservations.items() if r.key is not None]
+        if not keyed:
+            return
+        _, r = keyed[pick % len(keyed)]
+        self.reserve_and_check(r.slot_id, r.units + more_units, r.key, r.order_ref)
+
+    def reserve_and_check(
+        self, slot_id: str, units: int, key: str | None, order_ref: str | None
+    ) -> None:
+        m = self.model
+        earlier = m.remembered(key, self.now) if key is not None else None
+        command = cmd.ReserveCapacity(POOL, slot_id, units, key, order_ref, "abcd", self.now)
+        if earlier is not None:
+            r = m.reservations[earlier]
+            if (r.slot_id, r.units, r.order_ref) == (slot_id, units, order_ref):
+                expected = Outcome(replayed=True, reservation_id=earlier)
+            else:
+                expected = Outcome(code=rj.IDEMPOTENCY_KEY_REUSED)
+            self.run(command, expected)
+            return
+        if slot_id not in m.capacity:
+            self.run(command, Outcome(code=rj.SLOT_NOT_FOUND))
+        elif not m.open[slot_id]:
+            self.run(command, Outcome(code=rj.SLOT_CLOSED))
+        elif units > m.room(slot_id):
+            fields = {"available_units": m.room(slot_id)}
+            self.run(command, Outcome(code=rj.CAPACITY_EXHAUSTED, fields=fields))
+        else:
+            decision = self.run(command)
+            rid = decision.reservation_id
+            assert rid is not None and rid not in m.reservations
+            assert pool_of_reservation(rid) == POOL
+            event = ev.CapacityReserved(rid, slot_id, units, order_ref, key, self.now)
+            assert outcome_of(decision) == Outcome(events=(event,), reservation_id=rid)
+            m.reservations[rid] = ModelReservation(slot_id, units, order_ref, key)
+            if key is not None:
+                m.uses += 1
+                m.key_uses[key] = (rid, self.now, m.uses)
+
+    @rule(pick=st.integers(min_value=0, max_value=1_000))
+    def release(self, pick: int) -> None:
+        candidates = [*self.model.reservations, UNKNOWN_RESERVATION]
+        rid = candidates[pick % len(candidates)]
+        command = cmd.ReleaseReservation(POOL, rid, self.now)
+        r = self.model.reservations.get(rid)
+        if r is None:
+            self.run(command, Outcome(code=rj.RESERVATION_NOT_FOUND))
+        elif not r.active:
+            self.run(command, Outcome(reservation_id=rid))
+        else:
+            event = ev.ReservationReleased(rid, self.now)
+            self.run(command, Outcome(events=(event,), reservation_id=rid))
+            r.active = False
+
+    @rule(
+        slot_pick=st.integers(min_value=0, max_value=100),
+        delta=st.none() | deltas,
+        is_open=st.sampled_from((None, True, False)),
+    )
+    def update_slot(self, slot_pick: int, delta: int | None, is_open: bool | None) -> None:
+        m = self.model
+        slot_id = self.slot_by(slot_pick)
+        # capacities near what is reserved are the interesting ones
+        capacity = None if delta is None else max(0, m.reserved(slot_id) + delta)
+        command = cmd.UpdateSlot(POOL, slot_id, capacity, is_open)
+        if slot_id not in m.capacity:
+            self.run(command, Outcome(code=rj.SLOT_NOT_FOUND))
+            return
+        events: list[ev.Event] = []
+        if capacity is not None and capacity != m.capacity[slot_id]:
+            if capacity < m.reserved(slot_id):
+                fields = {"reserved_units": m.reserved(slot_id)}
+                self.run(command, Outcome(code=rj.CAPACITY_BELOW_RESERVED, fields=fields))
+                return
+            events.append(ev.SlotCapacityChanged(slot_id, capacity))
+            m.capacity[slot_id] = capacity
+        if is_open is not None and is_open != m.open[slot_id]:
+            events.append(ev.SlotOpened(slot_id) if is_open else ev.SlotClosed(slot_id))
+            m.open[slot_id] = is_open
+        self.run(command, Outcome(events=tuple(events)))
+
+    @rule(delta=st.none() | deltas)
+    def change_total(self, delta: int | None) -> None:
+        m = self.model
+        total = None if delta is None else max(0, m.total_reserved() + delta)
+        command = cmd.ChangeTotalCapacity(POOL, total)
+        if total == m.total:
+            self.run(command, Outcome())
+        elif total is not None and total < m.total_reserved():
+            fields = {"reserved_units": m.total_reserved()}
+            self.run(command, Outcome(code=rj.TOTAL_CAPACITY_BELOW_RESERVED, fields=fields))
+        else:
+            self.run(command, Outcome(events=(ev.TotalCapacityChanged(total),)))
+            m.total = total
+
+    @rule(slot_id=st.sampled_from(SLOT_IDS), capacity=capacities)
+    def add_slot(self, slot_id: str, capacity: int) -> None:
+        m = self.model
+        command = cmd.AddSlot(POOL, spec(slot_id, capacity))
+        if slot_id in m.capacity:
+            self.run(command, Outcome(code=rj.SLOT_EXISTS))
+        elif len(m.capacity) >= SLOTS_MAX:
+            self.run(command, Outcome(code=rj.TOO_MANY_SLOTS))
+        else:
+            self.run(command, Outcome(events=(ev.SlotAdded(spec(slot_id, capacity)),)))
+            m.capacity[slot_id] = capacity
+            m.open[slot_id] = True
+
+    # -- checked after every step --------------------------------------------------------
+    @invariant()
+    def reservations_add_up(self) -> None:
+        assert self.pool is not None
+        check_reservations(self.pool)
+
+    @invariant()
+    def slots_agree_with_the_model(self) -> None:
+        pool, m = self.pool, self.model
+        assert pool is not None
+        assert set(pool.slots) == set(m.capacity)
+        for slot_id, slot in pool.slots.items():
+            assert slot.reserved == m.reserved(slot_id)
+            assert slot.capacity == m.capacity[slot_id] and slot.open == m.open[slot_id]
+            assert 0 <= slot.reserved <= slot.capacity
+            assert pool.available(slot) == m.room(slot_id)
+
+    @invariant()
+    def pool_total_is_honoured(self) -> None:
+        pool = self.pool
+        assert pool is not None
+        assert pool.total_capacity == self.model.total
+        assert pool.total_reserved == self.model.total_reserved()
+        if pool.total_capacity is not None:
+            assert pool.total_reserved <= pool.total_capacity
+
+    @invariant()
+    def replaying_the_events_rebuilds_the_pool(self) -> None:
+        rebuilt = None
+        for event in self.history:
+            rebuilt = evolve(rebuilt, event, RETENTION)
+        assert state_of(rebuilt) == state_of(self.pool)
+        assert rebuilt is not None and rebuilt.version == len(self.history)
+
+    @invariant()
+    def the_snapshot_round_trips(self) -> None:
+        assert self.pool is not None
+        restored = decode_snapshot(SNAPSHOT_SCHEMA, encode_snapshot(self.pool), RETENTION)
+        check_reservations(restored)
+        assert state_of(restored) == state_of(self.pool)
+        assert restored.version == self.pool.version
+
+
+PoolMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=40, deadline=None, database=None
+)
+TestPoolAgainstModel = PoolMachine.TestCase
