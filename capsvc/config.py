@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import tomllib
 import types
 import typing
@@ -34,6 +35,24 @@ class ServiceConfig:
     # set: for routers on other hosts, and to benchmark a worker without the router.
     worker_host: str = "127.0.0.1"
     worker_port_base: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    zookeeper: str = ""  # "host:port,host:port"; empty = embedded mode, all shards local
+    name: str = "capsvc"  # ZooKeeper root: /capsvc/<name>
+    host_id: str = ""  # empty = the machine's hostname
+    advertise_host: str = ""  # address other hosts reach this host at; empty = service.host
+    secret: str = ""  # shared by all hosts; CAPSVC_CLUSTER_SECRET overrides
+    session_timeout_ms: int = 6000
+    owner_lease_ms: int = 4000  # an owner stops writing this long after its last ZooKeeper contact
+    request_buffer_ms: int = 5000  # how long the router holds a request for a shard with no owner
+    request_buffer_max: int = 2000  # requests held at once
+    rebalance_delay_ms: int = 500  # the leader waits for membership to settle this long
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.zookeeper)
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,7 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -99,6 +119,14 @@ class Config:
     @property
     def data_dir(self) -> Path:
         return Path(self.service.data_dir).resolve()
+
+    @property
+    def host_id(self) -> str:
+        return self.cluster.host_id or socket.gethostname()
+
+    @property
+    def cluster_secret(self) -> str:
+        return os.environ.get("CAPSVC_CLUSTER_SECRET") or self.cluster.secret
 
     @property
     def worker_count(self) -> int:
@@ -139,6 +167,11 @@ _RANGES: dict[str, tuple[int, int]] = {
     "supervisor.drain_timeout_ms": (100, 3_600_000),
     "supervisor.start_timeout_ms": (1000, 3_600_000),
     "auth.admin_token_min_length": (8, 1024),
+    "cluster.session_timeout_ms": (1000, 600_000),
+    "cluster.owner_lease_ms": (500, 600_000),
+    "cluster.request_buffer_ms": (0, 600_000),
+    "cluster.request_buffer_max": (0, 1_000_000),
+    "cluster.rebalance_delay_ms": (0, 60_000),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "storage.synchronous": ("FULL", "NORMAL", "EXTRA"),
@@ -204,6 +237,18 @@ def _check_relations(config: Config) -> None:
         raise ConfigError("storage.append_batch_max: exceeds limits.shard_queue_max")
     if config.read_model.feed_wait_ms >= config.limits.request_timeout_ms:
         raise ConfigError("read_model.feed_wait_ms: must be below limits.request_timeout_ms")
+    c = config.cluster
+    if c.enabled:
+        if c.owner_lease_ms >= c.session_timeout_ms:
+            raise ConfigError("cluster.owner_lease_ms: must be below session_timeout_ms")
+        if not config.service.worker_port_base:
+            raise ConfigError("service.worker_port_base: must be set when cluster.zookeeper is")
+        if len(c.secret) < 16 and len(os.environ.get("CAPSVC_CLUSTER_SECRET", "")) < 16:
+            raise ConfigError(
+                "cluster.secret: at least 16 characters when cluster.zookeeper is set"
+            )
+        if not c.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("cluster.name: letters, digits, - and _ only")
     for token in config.auth.admin_tokens:
         if len(token) < config.auth.admin_token_min_length:
             raise ConfigError("auth.admin_tokens: a token is shorter than admin_token_min_length")

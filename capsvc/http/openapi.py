@@ -35,12 +35,21 @@ def _ref(name: str, kind: str = "schemas") -> Schema:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _obj(properties: dict[str, Schema], *, required: tuple[str, ...] | None = None,
-         closed: bool = False, **extra: Any) -> Schema:
+def _obj(
+    properties: dict[str, Schema],
+    *,
+    required: tuple[str, ...] | None = None,
+    closed: bool = False,
+    **extra: Any,
+) -> Schema:
     """An object; every property is required unless `required` says otherwise. `closed`
     refuses unknown properties (request bodies: the parser is strict)."""
-    schema = {"type": "object", "properties": properties,
-              "required": list(properties if required is None else required), **extra}
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties if required is None else required),
+        **extra,
+    }
     if closed:
         schema["additionalProperties"] = False
     return schema
@@ -72,71 +81,160 @@ _ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
 
 # -- component schemas ---------------------------------------------------------------------
 def _schemas() -> dict[str, Schema]:
-    slot_definition = _obj({"slot_id": _ID, "starts_at": _TIMESTAMP, "ends_at": _TIMESTAMP,
-                            "capacity": _CAPACITY}, closed=True,
-                           description="`ends_at` must be after `starts_at`.")
-    pool_slot = _obj({"slot_id": _ID, "starts_at": _TIMESTAMP, "ends_at": _TIMESTAMP,
-                      "capacity": _CAPACITY, "reserved": _int(0), "available": _int(0),
-                      "open": {"type": "boolean"}})
-    grid_slot = _obj({"slot_id": _ID, "starts_at": _TIMESTAMP, "ends_at": _TIMESTAMP,
-                      "bookable": {"type": "boolean", "description": "open and available > 0"}})
-    event = _obj({"seq": _int(1), "version": _int(1), "type": _string(), "schema": _int(1),
-                  "epoch": _int(0), "at_ms": _int(0), "actor": _nullable(_string()),
-                  "data": _ANY_OBJECT})
+    slot_definition = _obj(
+        {"slot_id": _ID, "starts_at": _TIMESTAMP, "ends_at": _TIMESTAMP, "capacity": _CAPACITY},
+        closed=True,
+        description="`ends_at` must be after `starts_at`.",
+    )
+    pool_slot = _obj(
+        {
+            "slot_id": _ID,
+            "starts_at": _TIMESTAMP,
+            "ends_at": _TIMESTAMP,
+            "capacity": _CAPACITY,
+            "reserved": _int(0),
+            "available": _int(0),
+            "open": {"type": "boolean"},
+        }
+    )
+    grid_slot = _obj(
+        {
+            "slot_id": _ID,
+            "starts_at": _TIMESTAMP,
+            "ends_at": _TIMESTAMP,
+            "bookable": {"type": "boolean", "description": "open and available > 0"},
+        }
+    )
+    event = _obj(
+        {
+            "seq": _int(1),
+            "version": _int(1),
+            "type": _string(),
+            "schema": _int(1),
+            "epoch": _int(0),
+            "at_ms": _int(0),
+            "actor": _nullable(_string()),
+            "data": _ANY_OBJECT,
+        }
+    )
     return {
         "SlotDefinition": slot_definition,
         "PoolDefinition": _obj(
-            {"pool_id": _ID | {"description": "If given, must equal the path's pool_id."},
-             "kind": _ID, "region": _ID, "date": _DATE,
-             "total_capacity": _nullable(_CAPACITY) | {"default": None},
-             "slots": _array(_ref("SlotDefinition"), maxItems=_LIMITS.slots_per_pool_max,
-                             description="Slot ids must be unique.")},
-            required=("kind", "region", "date", "slots"), closed=True),
-        "Pool": _obj({"pool_id": _ID, "kind": _ID, "region": _ID, "date": _DATE,
-                      "version": _int(1), "total_capacity": _nullable(_CAPACITY),
-                      "total_reserved": _int(0), "slots": _array(pool_slot)}),
+            {
+                "pool_id": _ID | {"description": "If given, must equal the path's pool_id."},
+                "kind": _ID,
+                "region": _ID,
+                "date": _DATE,
+                "total_capacity": _nullable(_CAPACITY) | {"default": None},
+                "slots": _array(
+                    _ref("SlotDefinition"),
+                    maxItems=_LIMITS.slots_per_pool_max,
+                    description="Slot ids must be unique.",
+                ),
+            },
+            required=("kind", "region", "date", "slots"),
+            closed=True,
+        ),
+        "Pool": _obj(
+            {
+                "pool_id": _ID,
+                "kind": _ID,
+                "region": _ID,
+                "date": _DATE,
+                "version": _int(1),
+                "total_capacity": _nullable(_CAPACITY),
+                "total_reserved": _int(0),
+                "slots": _array(pool_slot),
+            }
+        ),
         "PoolList": _obj({"pools": _array(_ref("Pool"))}),
         "ReserveRequest": _obj(
-            {"slot_id": _ID, "units": _int(1, _LIMITS.units_max, default=1),
-             "order_ref": _nullable(_string(minLength=1, maxLength=128,
-                                            pattern=r"^[^\x00-\x1f\x7f]*$"))},
-            required=("slot_id",), closed=True),
-        "Reservation": _obj({"reservation_id": _string(pattern=RESERVATION_ID_PATTERN),
-                             "pool_id": _ID, "slot_id": _ID, "units": _int(1),
-                             "status": _string(enum=["active", "released"]),
-                             "order_ref": _nullable(_string())}),
-        "SlotPatch": _obj({"capacity": _CAPACITY, "open": {"type": "boolean"}}, required=(),
-                          closed=True, minProperties=1),
+            {
+                "slot_id": _ID,
+                "units": _int(1, _LIMITS.units_max, default=1),
+                "order_ref": _nullable(
+                    _string(minLength=1, maxLength=128, pattern=r"^[^\x00-\x1f\x7f]*$")
+                ),
+            },
+            required=("slot_id",),
+            closed=True,
+        ),
+        "Reservation": _obj(
+            {
+                "reservation_id": _string(pattern=RESERVATION_ID_PATTERN),
+                "pool_id": _ID,
+                "slot_id": _ID,
+                "units": _int(1),
+                "status": _string(enum=["active", "released"]),
+                "order_ref": _nullable(_string()),
+            }
+        ),
+        "SlotPatch": _obj(
+            {"capacity": _CAPACITY, "open": {"type": "boolean"}},
+            required=(),
+            closed=True,
+            minProperties=1,
+        ),
         "PoolPatch": _obj({"total_capacity": _nullable(_CAPACITY)}, closed=True),
-        "Availability": _obj({
-            "as_of": _TIMESTAMP | {"description": "The grid reflects every write up to here."},
-            "pools": _array(_obj({"pool_id": _ID, "kind": _ID, "region": _ID, "date": _DATE,
-                                  "slots": _array(grid_slot)})),
-        }),
-        "EventPage": _obj({"pool_id": _ID, "version": _int(1), "events": _array(event),
-                           "next_after": _nullable(_int(0)) | {
-                               "description": "Pass as `after` for the next page; null at the end."
-                           }}),
-        "Cluster": _ANY_OBJECT | {
+        "Availability": _obj(
+            {
+                "as_of": _TIMESTAMP | {"description": "The grid reflects every write up to here."},
+                "pools": _array(
+                    _obj(
+                        {
+                            "pool_id": _ID,
+                            "kind": _ID,
+                            "region": _ID,
+                            "date": _DATE,
+                            "slots": _array(grid_slot),
+                        }
+                    )
+                ),
+            }
+        ),
+        "EventPage": _obj(
+            {
+                "pool_id": _ID,
+                "version": _int(1),
+                "events": _array(event),
+                "next_after": _nullable(_int(0))
+                | {"description": "Pass as `after` for the next page; null at the end."},
+            }
+        ),
+        "Cluster": _ANY_OBJECT
+        | {
             "description": "Shard ownership, worker and read-model status (for operators).",
-            "properties": {"mode": _string(), "shard_count": _int(1),
-                           "workers": _array(_ANY_OBJECT), "shards": _array(_ANY_OBJECT),
-                           "read_model": _ANY_OBJECT}},
+            "properties": {
+                "mode": _string(),
+                "shard_count": _int(1),
+                "workers": _array(_ANY_OBJECT),
+                "shards": _array(_ANY_OBJECT),
+                "read_model": _ANY_OBJECT,
+            },
+        },
         "Problem": _obj(
-            {"type": _string(format="uri", examples=["urn:capsvc:problem:capacity_exhausted"]),
-             "title": _string(), "status": _int(400, 599), "detail": _string(),
-             "code": _string(description="Stable; clients match on it."),
-             "available_units": _int(0, description="With `capacity_exhausted`."),
-             "field": _string(description="The offending field or parameter, if any.")},
+            {
+                "type": _string(format="uri", examples=["urn:capsvc:problem:capacity_exhausted"]),
+                "title": _string(),
+                "status": _int(400, 599),
+                "detail": _string(),
+                "code": _string(description="Stable; clients match on it."),
+                "available_units": _int(0, description="With `capacity_exhausted`."),
+                "field": _string(description="The offending field or parameter, if any."),
+            },
             required=("type", "title", "status", "detail", "code"),
-            additionalProperties=True),
+            additionalProperties=True,
+        ),
     }
 
 
 # -- responses and parameters --------------------------------------------------------------
 def _json(schema: Schema, description: str, **extra: Any) -> Schema:
-    return {"description": description, "content": {"application/json": {"schema": schema}},
-            **extra}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        **extra,
+    }
 
 
 def _errors(codes: tuple[str, ...]) -> dict[str, Schema]:
@@ -147,8 +245,10 @@ def _errors(codes: tuple[str, ...]) -> dict[str, Schema]:
     responses = {}
     for status, group in sorted(by_status.items()):
         schema = {"allOf": [_ref("Problem"), {"properties": {"code": {"enum": group}}}]}
-        response = {"description": "; ".join(f"{PROBLEMS[c][1]} (`{c}`)" for c in group),
-                    "content": {PROBLEM_JSON: {"schema": schema}}}
+        response = {
+            "description": "; ".join(f"{PROBLEMS[c][1]} (`{c}`)" for c in group),
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
         if status in ("401", "503", "504"):
             name = "WWW-Authenticate" if status == "401" else "Retry-After"
             response["headers"] = {name: _ref(name, "headers")}
@@ -157,24 +257,33 @@ def _errors(codes: tuple[str, ...]) -> dict[str, Schema]:
 
 
 def _query(name: str, schema: Schema, description: str, required: bool = False) -> Schema:
-    return {"name": name, "in": "query", "required": required, "schema": schema,
-            "description": description}
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
 
 
 def _path_parameters() -> dict[str, Schema]:
     def param(name: str, pattern: str) -> Schema:
-        return {"name": name, "in": "path", "required": True,
-                "schema": _string(pattern=pattern)}
+        return {"name": name, "in": "path", "required": True, "schema": _string(pattern=pattern)}
 
-    return {"pool_id": param("pool_id", ID_PATTERN), "slot_id": param("slot_id", ID_PATTERN),
-            "reservation_id": param("reservation_id", RESERVATION_ID_PATTERN)}
+    return {
+        "pool_id": param("pool_id", ID_PATTERN),
+        "slot_id": param("slot_id", ID_PATTERN),
+        "reservation_id": param("reservation_id", RESERVATION_ID_PATTERN),
+    }
 
 
 _REGION = _query("region", _ID, "Region of the pools.")
 _DAY = _query("date", _DATE, "Service date of the pools.")
 _KIND = _query("kind", _ID, "Only pools of this kind.")
 _IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
     "schema": _string(minLength=1, maxLength=255, pattern=r"^[\x21-\x7e]+$"),
     "description": "Retrying with the same key and body answers the first reservation again.",
 }
@@ -185,13 +294,23 @@ _REPLAYED = {
 
 
 # -- operations ----------------------------------------------------------------------------
-def _op(summary: str, ok: dict[str, Schema], errors: tuple[str, ...] = (),
-        body: str | None = None, parameters: tuple[Schema, ...] = ()) -> Schema:
-    operation: Schema = {"summary": summary, "parameters": list(parameters),
-                         "responses": {**ok, **_errors(errors)}}
+def _op(
+    summary: str,
+    ok: dict[str, Schema],
+    errors: tuple[str, ...] = (),
+    body: str | None = None,
+    parameters: tuple[Schema, ...] = (),
+) -> Schema:
+    operation: Schema = {
+        "summary": summary,
+        "parameters": list(parameters),
+        "responses": {**ok, **_errors(errors)},
+    }
     if body is not None:
         operation["requestBody"] = {
-            "required": True, "content": {"application/json": {"schema": _ref(body)}}}
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
     return operation
 
 
@@ -202,74 +321,119 @@ def _operations() -> dict[str, Schema]:
     return {
         "define_pool": _op(
             "Define a pool (idempotent for an identical definition)",
-            {"200": _json(pool, "Already defined identically; nothing changed"),
-             "201": _json(pool, "Pool defined")},
-            (*admin_body, rj.POOL_EXISTS, "body_too_large"), body="PoolDefinition"),
+            {
+                "200": _json(pool, "Already defined identically; nothing changed"),
+                "201": _json(pool, "Pool defined"),
+            },
+            (*admin_body, rj.POOL_EXISTS, "body_too_large"),
+            body="PoolDefinition",
+        ),
         "change_total_capacity": _op(
             "Change the pool-wide capacity cap (null removes it)",
             {"200": _json(pool, "Pool after the change")},
-            (*admin_body, rj.POOL_NOT_FOUND, rj.TOTAL_CAPACITY_BELOW_RESERVED), body="PoolPatch"),
+            (*admin_body, rj.POOL_NOT_FOUND, rj.TOTAL_CAPACITY_BELOW_RESERVED),
+            body="PoolPatch",
+        ),
         "add_slot": _op(
-            "Add a slot to a pool", {"201": _json(pool, "Pool with the new slot")},
+            "Add a slot to a pool",
+            {"201": _json(pool, "Pool with the new slot")},
             (*admin_body, rj.POOL_NOT_FOUND, rj.SLOT_EXISTS, rj.TOO_MANY_SLOTS),
-            body="SlotDefinition"),
+            body="SlotDefinition",
+        ),
         "update_slot": _op(
             "Change a slot's capacity or open it/close it",
             {"200": _json(pool, "Pool after the change")},
             (*admin_body, rj.POOL_NOT_FOUND, rj.SLOT_NOT_FOUND, rj.CAPACITY_BELOW_RESERVED),
-            body="SlotPatch"),
+            body="SlotPatch",
+        ),
         "pool_events": _op(
             "A pool's audit log, oldest first, paged by pool version",
             {"200": _json(_ref("EventPage"), "One page of events")},
             ("invalid_parameter", "unauthorized", rj.POOL_NOT_FOUND),
-            parameters=(_query("after", _int(0, default=0), "Events after this pool version."),
-                        _query("limit", _int(1, _LIMITS.events_page_max, default=100),
-                               "Page size."))),
+            parameters=(
+                _query("after", _int(0, default=0), "Events after this pool version."),
+                _query("limit", _int(1, _LIMITS.events_page_max, default=100), "Page size."),
+            ),
+        ),
         "list_pools": _op(
             "List pools with their committed state",
             {"200": _json(_ref("PoolList"), "Pools, ordered by pool_id")},
-            ("invalid_parameter", "unauthorized"), parameters=(_REGION, _DAY, _KIND)),
-        "cluster": _op("Cluster status", {"200": _json(_ref("Cluster"), "Cluster status")},
-                       ("unauthorized",)),
-        "get_pool": _op("Read a pool", {"200": _json(pool, "The pool")},
-                        ("invalid_parameter", rj.POOL_NOT_FOUND)),
+            ("invalid_parameter", "unauthorized"),
+            parameters=(_REGION, _DAY, _KIND),
+        ),
+        "cluster": _op(
+            "Cluster status", {"200": _json(_ref("Cluster"), "Cluster status")}, ("unauthorized",)
+        ),
+        "get_pool": _op(
+            "Read a pool",
+            {"200": _json(pool, "The pool")},
+            ("invalid_parameter", rj.POOL_NOT_FOUND),
+        ),
         "reserve": _op(
             "Reserve units of a slot",
-            {"201": _json(reservation, "Reserved (or replayed, see Idempotent-Replayed)",
-                          headers={"Idempotent-Replayed": _REPLAYED})},
-            ("malformed_json", "invalid_parameter", rj.POOL_NOT_FOUND, rj.SLOT_NOT_FOUND,
-             rj.CAPACITY_EXHAUSTED, rj.SLOT_CLOSED, "body_too_large", "invalid_field",
-             rj.IDEMPOTENCY_KEY_REUSED, *_UNAVAILABLE, "timeout"),
-            body="ReserveRequest", parameters=(_IDEMPOTENCY_KEY,)),
-        "get_reservation": _op("Read a reservation", {"200": _json(reservation, "The reservation")},
-                               ("invalid_parameter", rj.RESERVATION_NOT_FOUND)),
+            {
+                "201": _json(
+                    reservation,
+                    "Reserved (or replayed, see Idempotent-Replayed)",
+                    headers={"Idempotent-Replayed": _REPLAYED},
+                )
+            },
+            (
+                "malformed_json",
+                "invalid_parameter",
+                rj.POOL_NOT_FOUND,
+                rj.SLOT_NOT_FOUND,
+                rj.CAPACITY_EXHAUSTED,
+                rj.SLOT_CLOSED,
+                "body_too_large",
+                "invalid_field",
+                rj.IDEMPOTENCY_KEY_REUSED,
+                *_UNAVAILABLE,
+                "timeout",
+            ),
+            body="ReserveRequest",
+            parameters=(_IDEMPOTENCY_KEY,),
+        ),
+        "get_reservation": _op(
+            "Read a reservation",
+            {"200": _json(reservation, "The reservation")},
+            ("invalid_parameter", rj.RESERVATION_NOT_FOUND),
+        ),
         "release": _op(
             "Release a reservation (releasing twice is harmless)",
             {"200": _json(reservation, "The released reservation")},
-            ("invalid_parameter", rj.RESERVATION_NOT_FOUND, *_UNAVAILABLE, "timeout")),
+            ("invalid_parameter", rj.RESERVATION_NOT_FOUND, *_UNAVAILABLE, "timeout"),
+        ),
         "availability": _op(
             "Bookable slots of a region's pools on a date (eventually consistent)",
             {"200": _json(_ref("Availability"), "The availability grid")},
             ("invalid_parameter", "shard_unavailable"),
-            parameters=(_REGION | {"required": True}, _DAY | {"required": True}, _KIND)),
-        "healthz": _op("Liveness", {"200": _json(_obj({"status": _string(enum=["ok"])}),
-                                                  "The router is up")}),
+            parameters=(_REGION | {"required": True}, _DAY | {"required": True}, _KIND),
+        ),
+        "healthz": _op(
+            "Liveness", {"200": _json(_obj({"status": _string(enum=["ok"])}), "The router is up")}
+        ),
         "readyz": _op(
             "Readiness: every shard owned and recovered, read model loaded",
-            {"200": _json(_obj({"status": _string(enum=["ready"]), "shards": _int(1)}),
-                          "Ready")},
-            ("shard_unavailable",)),
-        "metrics": _op("Prometheus metrics", {"200": {
-            "description": "Prometheus text exposition format",
-            "content": {"text/plain": {"schema": _string()}}}}),
+            {"200": _json(_obj({"status": _string(enum=["ready"]), "shards": _int(1)}), "Ready")},
+            ("shard_unavailable",),
+        ),
+        "metrics": _op(
+            "Prometheus metrics",
+            {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": _string()}},
+                }
+            },
+        ),
         "openapi": _op("This document", {"200": _json(_ANY_OBJECT, "OpenAPI 3.1 document")}),
     }
 
 
 def _operation(route: Route, spec: Schema) -> Schema:
     path_params = [_ref(name, "parameters") for name in re.findall(r"{(\w+)}", route.path)]
-    operation = {"operationId": route.name, **spec,
-                 "parameters": path_params + spec["parameters"]}
+    operation = {"operationId": route.name, **spec, "parameters": path_params + spec["parameters"]}
     if not operation["parameters"]:
         del operation["parameters"]
     operation["responses"]["default"] = _ref("Error", "responses")
@@ -285,7 +449,8 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, dict[str, Schema]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(
-            route, specs[route.name])
+            route, specs[route.name]
+        )
     return {
         "openapi": "3.1.0",
         "info": {"title": "capsvc", "version": VERSION, "description": DESCRIPTION},
@@ -294,16 +459,24 @@ def openapi_document() -> dict[str, Any]:
             "schemas": _schemas(),
             "parameters": _path_parameters(),
             "headers": {
-                "Retry-After": {"description": "Seconds to wait before retrying.",
-                                "schema": _int(0)},
-                "WWW-Authenticate": {"description": "The bearer challenge.",
-                                     "schema": _string()},
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": _int(0),
+                },
+                "WWW-Authenticate": {"description": "The bearer challenge.", "schema": _string()},
             },
-            "responses": {"Error": {
-                "description": "Any other error (e.g. 500 internal_error, 503 shard_unavailable)",
-                "content": {PROBLEM_JSON: {"schema": _ref("Problem")}}}},
-            "securitySchemes": {"bearerAuth": {
-                "type": "http", "scheme": "bearer",
-                "description": "Admin token; required on /v1/admin/ routes."}},
+            "responses": {
+                "Error": {
+                    "description": "Any other error (e.g. 500 internal_error, 503 shard_unavailable)",
+                    "content": {PROBLEM_JSON: {"schema": _ref("Problem")}},
+                }
+            },
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Admin token; required on /v1/admin/ routes.",
+                }
+            },
         },
     }

@@ -34,8 +34,13 @@ from capsvc.http.routes import (
 )
 from capsvc.router.auth import TokenChecker
 from capsvc.router.read_model import ReadModel
-from capsvc.router.routing import RoutingTable
-from capsvc.router.upstream import FORWARD_REQUEST_HEADERS, WorkerClient
+from capsvc.router.topology import ClusterTopology, LocalTopology
+from capsvc.router.upstream import (
+    FORWARD_REQUEST_HEADERS,
+    NotSent,
+    UpstreamResponse,
+    WorkerClient,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,14 +51,12 @@ class RouterState:
     def __init__(
         self,
         config: Config,
-        table: RoutingTable,
-        workers: list[WorkerClient],
+        topology: LocalTopology | ClusterTopology,
         model: ReadModel,
         tokens: TokenChecker,
     ) -> None:
         self.config = config
-        self.table = table
-        self.workers = workers
+        self.topology = topology
         self.model = model
         self.tokens = tokens
         self.registry = CollectorRegistry()
@@ -119,11 +122,41 @@ def _proxy(route: Route) -> Handler:
             headers[ACTOR_HEADER] = actor
         else:
             headers.pop(ACTOR_HEADER, None)  # a customer cannot claim to be an admin
-        worker = state.workers[state.table.worker_for(pool_id)]
-        upstream = await worker.request(request.method, request.path_qs, body, headers)
+        upstream = await _forward(state, pool_id, request.method, request.path_qs, body, headers)
         return web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
 
     return handler
+
+
+async def _forward(
+    state: RouterState,
+    pool_id: str,
+    method: str,
+    path_qs: str,
+    body: bytes | None,
+    headers: dict[str, str],
+) -> UpstreamResponse:
+    """Send to the shard's owner. In a cluster, an owner that is missing, unreachable, or
+    answers "not applied here" (handoff, failover) is looked up again until the buffer time
+    runs out: those requests were never applied, so resending them is safe."""
+    topology = state.topology
+    shard_id = topology.shard_of(pool_id)
+    deadline = time.monotonic() + topology.buffer_s
+    while True:
+        client = await topology.client_for(shard_id, deadline)
+        try:
+            upstream = await client.request(
+                method, path_qs, body, headers, retry_unsent=topology.buffer_s == 0
+            )
+        except NotSent:
+            if time.monotonic() >= deadline:
+                raise
+            await topology.wait_change(0.1)
+            continue
+        if upstream.not_applied and time.monotonic() < deadline:
+            await topology.wait_change(0.05)
+            continue
+        return upstream
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -143,39 +176,36 @@ async def availability(request: web.Request) -> web.Response:
     region = parsing.query_id(request, "region", required=True)
     date = parsing.query_date(request, "date", required=True)
     kind = parsing.query_id(request, "kind", required=False)
-    as_of = state.model.as_of(len(state.workers))
+    as_of = state.model.as_of([c.name for c in state.topology.clients()])
     if as_of is None:
         raise ShardUnavailable("the availability read model is still loading")
     return _json({"as_of": _rfc3339(as_of), "pools": state.model.grid(region, date, kind)})
 
 
-async def _statuses(state: RouterState) -> list[dict[str, Any] | None]:
+async def _statuses(clients: list[WorkerClient]) -> list[dict[str, Any] | None]:
+    """Each worker's status, None for a worker that did not answer."""
+
     async def one(worker: WorkerClient) -> dict[str, Any] | None:
         try:
             return await worker.get_json(INTERNAL_STATUS, timeout_s=2.0)
         except CapsvcError:
             return None
 
-    return list(await asyncio.gather(*(one(w) for w in state.workers)))
+    return list(await asyncio.gather(*(one(w) for w in clients)))
 
 
 def _shard_table(state: RouterState, statuses: list[dict[str, Any] | None]) -> list[dict]:
+    """Every shard with its owner and, where the owner answered, its live numbers."""
+    topology = state.topology
     by_shard: dict[int, dict[str, Any]] = {}
-    for index, status in enumerate(statuses):
+    for status in statuses:
         for shard in (status or {}).get("shards", []):
-            by_shard[shard["shard"]] = {**shard, "owner": {"host": "local", "worker": index}}
+            by_shard[shard["shard"]] = shard
     table = []
-    for shard_id in range(state.table.shard_count):
-        table.append(
-            by_shard.get(
-                shard_id,
-                {
-                    "shard": shard_id,
-                    "state": "unowned",
-                    "owner": {"host": "local", "worker": state.table.owners[shard_id]},
-                },
-            )
-        )
+    for shard_id in range(topology.shard_count):
+        owner = topology.owner_of(shard_id)
+        row = by_shard.get(shard_id) if owner is not None else None
+        table.append({**(row or {"shard": shard_id, "state": "unowned"}), "owner": owner})
     return table
 
 
@@ -186,9 +216,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready only when every shard is owned and recovered and the read model has loaded."""
     state = _state(request)
-    shards = _shard_table(state, await _statuses(state))
+    shards = _shard_table(state, await _statuses(state.topology.clients()))
     not_ready = [s["shard"] for s in shards if s["state"] != "ready"]
-    model_loaded = state.model.as_of(len(state.workers)) is not None
+    model_loaded = state.model.as_of([c.name for c in state.topology.clients()]) is not None
     if not_ready or not model_loaded:
         detail = f"{len(not_ready)} of {len(shards)} shards not ready"
         if not model_loaded:
@@ -201,25 +231,27 @@ async def cluster(request: web.Request) -> web.Response:
     state = _state(request)
     if _require_admin(request) is None:
         return problem("unauthorized", "a valid admin bearer token is required")
-    statuses = await _statuses(state)
+    clients = state.topology.clients()
+    statuses = await _statuses(clients)
     workers = [
         {
-            "worker": i,
+            "worker": c.name,
             "pid": (s or {}).get("pid"),
             "reachable": s is not None,
-            "socket": state.workers[i].socket_path,
+            "address": c.address,
         }
-        for i, s in enumerate(statuses)
+        for c, s in zip(clients, statuses, strict=True)
     ]
+    model = state.model
     return _json(
         {
-            "mode": "embedded",
-            "shard_count": state.table.shard_count,
+            **state.topology.describe(),
+            "shard_count": state.topology.shard_count,
             "workers": workers,
             "shards": _shard_table(state, statuses),
             "read_model": {
-                "pools": state.model.pool_count(),
-                "positions": {str(k): v for k, v in state.model.positions.items()},
+                "pools": model.pool_count(),
+                "positions": {str(k): v for k, v in model.positions.items()},
             },
         }
     )
@@ -238,7 +270,7 @@ async def list_pools(request: web.Request) -> web.Response:
                 f"{INTERNAL_POOLS}?{request.query_string}",
                 timeout_s=state.config.limits.request_timeout_ms / 1000,
             )
-            for w in state.workers
+            for w in state.topology.clients()
         )
     )
     pools = sorted((p for a in answers for p in a["pools"]), key=lambda p: p["pool_id"])
@@ -247,7 +279,7 @@ async def list_pools(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     state = _state(request)
-    shards = _shard_table(state, await _statuses(state))
+    shards = _shard_table(state, await _statuses(state.topology.clients()))
     registry = CollectorRegistry()
     registry.register(_ShardCollector(shards))
     text = generate_latest(state.registry) + generate_latest(registry)

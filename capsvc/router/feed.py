@@ -29,11 +29,36 @@ async def follow_worker(
             answer = await worker.get_json(path, timeout_s=timeout_ms / 1000)
         except (CapsvcError, ValueError) as e:
             if not failing:
-                log.warning("read-model feed failing: %s", e, extra={"worker": worker.index})
+                log.warning("read-model feed failing: %s", e, extra={"worker": worker.name})
             failing = True
             await asyncio.sleep(retry_ms / 1000)
             continue
         if failing:
-            log.info("read-model feed recovered", extra={"worker": worker.index})
+            log.info("read-model feed recovered", extra={"worker": worker.name})
             failing = False
-        model.apply(worker.index, answer)
+        model.apply(worker.name, answer)
+
+
+async def follow_all(
+    topology, model: ReadModel, wait_ms: int, retry_ms: int, timeout_ms: int
+) -> None:
+    """One feed loop per worker the topology knows, started and stopped as workers come and
+    go (a cluster's membership changes; the embedded set never does)."""
+    loops: dict[str, asyncio.Task] = {}
+    try:
+        while True:
+            current = {c.name: c for c in topology.clients()}
+            for name in set(loops) - set(current):
+                loops.pop(name).cancel()
+                model.synced_at.pop(name, None)
+            for name, client in current.items():
+                if name not in loops:
+                    loops[name] = asyncio.create_task(
+                        follow_worker(client, model, wait_ms, retry_ms, timeout_ms),
+                        name=f"feed-{name}",
+                    )
+            await topology.wait_change(1.0)
+    finally:
+        for task in loops.values():
+            task.cancel()
+        await asyncio.gather(*loops.values(), return_exceptions=True)

@@ -1,4 +1,4 @@
-"""Router start-up: wires tokens, routing table, worker clients, read model and the app.
+"""Router start-up: wires tokens, topology (embedded or cluster), read model, feeds and app.
 
 The listening socket is created by the supervisor and inherited, so a restarted router picks
 up the same port and connections made meanwhile wait in the backlog instead of being refused.
@@ -14,61 +14,58 @@ import socket
 
 from aiohttp import web
 
+from capsvc.cluster.directory import Directory
+from capsvc.cluster.zk import Zk, encode
 from capsvc.config import Config
-from capsvc.paths import worker_socket
 from capsvc.router.app import RouterState, make_router_app
 from capsvc.router.auth import TokenChecker, load_tokens
-from capsvc.router.feed import follow_worker
+from capsvc.router.feed import follow_all
 from capsvc.router.read_model import ReadModel
-from capsvc.router.routing import RoutingTable
-from capsvc.router.upstream import WorkerClient
+from capsvc.router.topology import ClusterTopology, LocalTopology
 
 log = logging.getLogger(__name__)
 
 
-async def serve_router(config: Config, listen_fd: int) -> None:
-    limits, read_model = config.limits, config.read_model
-    workers = [
-        WorkerClient(
-            i,
-            str(worker_socket(config, i)),
-            limits.router_connections_per_worker,
-            limits.request_timeout_ms / 1000 + 1.0,
-        )
-        for i in range(config.worker_count)
-    ]
-    model = ReadModel(config.service.shard_count)
-    state = RouterState(
-        config,
-        RoutingTable.embedded(config.service.shard_count, len(workers)),
-        workers,
-        model,
-        TokenChecker(load_tokens(config)),
+async def _register_host(zk: Zk, config: Config, router_url: str) -> None:
+    data = encode(
+        {"host_id": config.host_id, "router_url": router_url, "workers": config.worker_count}
     )
-    for worker in workers:
-        await worker.start()
-    feeds = [
-        asyncio.create_task(
-            follow_worker(
-                w,
-                model,
-                read_model.feed_wait_ms,
-                read_model.feed_retry_ms,
-                limits.request_timeout_ms,
-            ),
-            name=f"feed-{w.index}",
+    path = zk.path("hosts", config.host_id)
+    with contextlib.suppress(Exception):
+        await zk.call(zk.client.delete_async(path))  # a previous router of this host
+    await zk.call(zk.client.create_async(path, data, ephemeral=True))
+
+
+async def serve_router(config: Config, listen_fd: int) -> None:
+    sock = socket.socket(fileno=listen_fd)
+    host, port = sock.getsockname()[:2]
+    zk = None
+    if config.cluster.enabled:
+        zk = Zk(config.cluster.zookeeper, config.cluster.name, config.cluster.session_timeout_ms)
+        await zk.start()
+        topology: LocalTopology | ClusterTopology = ClusterTopology(
+            config, Directory(zk, config.service.shard_count)
         )
-        for w in workers
-    ]
+        advertised = config.cluster.advertise_host or host
+        await _register_host(zk, config, f"http://{advertised}:{port}")
+    else:
+        topology = LocalTopology(config)
+    await topology.start()
+    model = ReadModel(config.service.shard_count)
+    state = RouterState(config, topology, model, TokenChecker(load_tokens(config)))
+    rm, limits = config.read_model, config.limits
+    feeds = asyncio.create_task(
+        follow_all(topology, model, rm.feed_wait_ms, rm.feed_retry_ms, limits.request_timeout_ms),
+        name="feeds",
+    )
     runner = web.AppRunner(
         make_router_app(state),
         access_log=None,
         shutdown_timeout=config.supervisor.drain_timeout_ms / 1000,
     )
     await runner.setup()
-    sock = socket.socket(fileno=listen_fd)
     await web.SockSite(runner, sock).start()
-    log.info("router serving", extra={"address": "{}:{}".format(*sock.getsockname()[:2])})
+    log.info("router serving", extra={"address": f"{host}:{port}", "mode": topology.mode})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,11 +73,10 @@ async def serve_router(config: Config, listen_fd: int) -> None:
     await stop.wait()
     log.info("router draining")
     await runner.cleanup()  # stop accepting; in-flight requests finish
-    for task in feeds:
-        task.cancel()
-    for task in feeds:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    for worker in workers:
-        await worker.close()
+    feeds.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await feeds
+    await topology.close()
+    if zk is not None:
+        await zk.stop()
     log.info("router stopped")

@@ -22,9 +22,9 @@ class ReadModel:
         self._pools: dict[str, dict[str, Any]] = {}
         self._by_shard: dict[int, set[str]] = defaultdict(set)
         self._by_day: dict[tuple[str, str], set[str]] = defaultdict(set)
-        self.synced_at: dict[int, float] = {}  # worker index -> wall time of its last answer
+        self.synced_at: dict[str, float] = {}  # worker name -> wall time of its last answer
 
-    def apply(self, worker: int, answer: dict[str, Any], at: float | None = None) -> None:
+    def apply(self, worker: str, answer: dict[str, Any], at: float | None = None) -> None:
         for key, shard in answer["shards"].items():
             shard_id = int(key)
             self.shard_states[shard_id] = shard["state"]
@@ -79,11 +79,12 @@ class ReadModel:
             )
         return out
 
-    def as_of(self, workers: int) -> float | None:
-        """The time up to which the model is known complete: the oldest worker's last answer."""
-        if len(self.synced_at) < workers:
+    def as_of(self, workers: list[str]) -> float | None:
+        """The time up to which the model is known complete: the oldest worker's last answer
+        (None until every worker has answered once)."""
+        if not workers or any(w not in self.synced_at for w in workers):
             return None
-        return min(self.synced_at.values())
+        return min(self.synced_at[w] for w in workers)
 
     def pool_count(self) -> int:
         return len(self._pools)

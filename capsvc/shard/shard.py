@@ -113,6 +113,8 @@ class Shard:
         # Called if the writer dies of a bug (an assertion): the worker exits and replay
         # restores a correct state. Tests replace it to observe the crash.
         self.on_crash: Callable[[BaseException], None] = _default_on_crash
+        # In a cluster the owner's lease says whether it may still acknowledge writes.
+        self.may_append: Callable[[], bool] = lambda: True
         self._since_checkpoint: set[str] = set()
         self._events_since_checkpoint = 0
         self._writer: asyncio.Task | None = None
@@ -241,6 +243,15 @@ class Shard:
                 item.future.set_exception(ShardUnavailable(f"shard {self.shard_id} failed"))
 
     async def _process(self, batch: list[_Pending]) -> None:
+        if not self.may_append():
+            # Ownership is unconfirmed (ZooKeeper unreachable): decide nothing, answer
+            # "not applied" so that the router may send the commands to a confirmed owner.
+            error = ShardUnavailable(
+                f"shard {self.shard_id}: ownership unconfirmed", shard=self.shard_id
+            )
+            for item in batch:
+                _fail(item.future, error)
+            return
         now_ms = self._clock_ms()
         records: list[StoredEvent] = []
         answers: list[tuple[_Pending, CommandResult]] = []

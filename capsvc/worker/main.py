@@ -15,6 +15,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from capsvc.cluster.ownership import WorkerInfo
+from capsvc.cluster.zk import Zk, worker_id
 from capsvc.config import Config
 from capsvc.domain.pool import KeyRetention
 from capsvc.errors import CapsvcError
@@ -22,7 +24,8 @@ from capsvc.paths import shard_file, worker_socket
 from capsvc.shard.shard import Shard, ShardSettings, ShardState
 from capsvc.sharding import embedded_shards
 from capsvc.storage.sqlite_log import SqliteEventLog
-from capsvc.worker.app import make_worker_app
+from capsvc.worker.app import CHANGED, make_worker_app
+from capsvc.worker.cluster_host import ClusterShardHost
 
 log = logging.getLogger(__name__)
 RETRY_MAX_S = 30.0
@@ -90,11 +93,27 @@ class ShardHost:
         return all(s.state is ShardState.READY for s in self.shards.values())
 
 
+def worker_url(config: Config, index: int) -> str:
+    host = config.cluster.advertise_host or config.service.worker_host
+    return f"http://{host}:{config.service.worker_port_base + index}"
+
+
 async def serve_worker(config: Config, index: int) -> None:
-    shard_ids = embedded_shards(index, config.worker_count, config.service.shard_count)
-    host = ShardHost(config, shard_ids)
-    await host.start()
-    app = make_worker_app(config, host.shards, index)
+    zk = None
+    if config.cluster.enabled:
+        zk = Zk(config.cluster.zookeeper, config.cluster.name, config.cluster.session_timeout_ms)
+        await zk.start()
+        me = WorkerInfo(
+            worker_id(config.host_id, index), config.host_id, index, worker_url(config, index)
+        )
+        host: ShardHost | ClusterShardHost = ClusterShardHost(config, index, zk, me, new_shard)
+        app = make_worker_app(config, host.shards, index, secret=config.cluster_secret)
+        host.on_commit = app[CHANGED].set
+    else:
+        shard_ids = embedded_shards(index, config.worker_count, config.service.shard_count)
+        host = ShardHost(config, shard_ids)
+        await host.start()
+        app = make_worker_app(config, host.shards, index)
     runner = web.AppRunner(
         app, access_log=None, shutdown_timeout=config.supervisor.drain_timeout_ms / 1000
     )
@@ -117,8 +136,13 @@ async def serve_worker(config: Config, index: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("worker draining", extra={"worker": index})
-    await runner.cleanup()  # stop listening, let in-flight requests finish
-    await host.drain()  # finish queued commands, checkpoint, close files
+    if zk is not None:
+        await host.drain()  # hand every shard off while we still answer "not here, retry"
+        await runner.cleanup()
+        await zk.stop()
+    else:
+        await runner.cleanup()  # stop listening, let in-flight requests finish
+        await host.drain()  # finish queued commands, checkpoint, close files
     _remove_stale_socket(path)
     log.info("worker stopped", extra={"worker": index})
 
