@@ -48,3 +48,19 @@ def configure_logging(level: str, fmt: str, role: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def install_task_dump(signum: int) -> None:
+    """On `signum`, log every asyncio task's stack: what is this process waiting for?"""
+    import asyncio
+    import io
+
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        out = io.StringIO()
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=out)
+        logging.getLogger(__name__).warning("asyncio tasks:\n%s", out.getvalue())
+
+    loop.add_signal_handler(signum, dump)

@@ -23,11 +23,13 @@ def runtime_dir(config: Config) -> Path:
     wanted = (
         Path(config.service.runtime_dir) if config.service.runtime_dir else config.data_dir / "run"
     )
+    if config.cluster.enabled:  # hosts share the data directory, not their sockets
+        wanted = wanted / config.host_id
     if len(str(wanted / "worker-000.sock")) <= _SOCKET_PATH_MAX:
         return wanted
     # Deep data directories (tests, containers) would overflow sun_path: use a short path that
     # is still unique to this data directory.
-    digest = hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"capsvc-{digest}"
 
 
@@ -40,4 +42,7 @@ def admin_token_file(config: Config) -> Path:
 
 
 def lock_file(config: Config) -> Path:
+    """One instance per data directory; in a cluster, one instance per host id on it."""
+    if config.cluster.enabled:
+        return config.data_dir / "hosts" / f"{config.host_id}.lock"
     return config.data_dir / "capsvc.lock"

@@ -48,7 +48,8 @@ class Directory:
 
     async def wait_change(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), max(timeout_s, 0.001))
+            async with asyncio.timeout(max(timeout_s, 0.001)):
+                await self._changed.wait()
 
     def _on_owner(self, shard_id: int, raw: bytes | None) -> None:
         data = decode(raw)

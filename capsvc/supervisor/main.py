@@ -6,8 +6,10 @@ the public listening socket (inherited by the router, so a router restart loses 
 Children receive the effective configuration on stdin and die with the supervisor
 (PR_SET_PDEATHSIG), so a killed supervisor never leaves orphans holding shard files.
 
-Drain order on SIGTERM: the router first (it stops accepting and finishes what is in flight,
-which needs the workers), then the workers (they finish queued commands, checkpoint, close).
+Drain order on SIGTERM, embedded: the router first (it stops accepting and finishes what is in
+flight, which needs the workers), then the workers (finish queued commands, checkpoint, close).
+In a cluster the other way round: the workers hand their shards off to other hosts while the
+router still forwards this host's clients to the new owners; then the router stops.
 """
 
 from __future__ import annotations
@@ -151,7 +153,11 @@ class Supervisor:
         clean = True
         routers = [c for c in self.children if c.role == "router"]
         workers = [c for c in self.children if c.role == "worker"]
-        for group in (routers, workers):
+        # Embedded: the router stops first and its in-flight requests need the workers.
+        # Cluster: the workers hand their shards to other hosts first, while the router keeps
+        # forwarding this host's clients to the new owners.
+        order = (workers, routers) if self.config.cluster.enabled else (routers, workers)
+        for group in order:
             clean &= await self._stop_group(group, timeout_s)
         for task in watchers:
             task.cancel()

@@ -8,6 +8,7 @@ the router's job. Every command goes through its shard's single writer.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ from capsvc.domain import rejections as rj
 from capsvc.domain.views import availability_view, pool_view, reservation_view
 from capsvc.errors import ShardUnavailable, UpstreamTimeout
 from capsvc.http import parsing
-from capsvc.http.problems import problem, problem_middleware, rejection_problem
+from capsvc.http.problems import error_problem, problem, problem_middleware, rejection_problem
 from capsvc.http.routes import ACTOR_HEADER, INTERNAL_FEED, INTERNAL_POOLS, INTERNAL_STATUS, ROUTES
 from capsvc.shard.shard import CommandResult, Shard, ShardState
 from capsvc.sharding import shard_for_pool
@@ -279,10 +280,43 @@ async def list_pools(request: web.Request) -> web.Response:
     return _json({"pools": views})
 
 
-def make_worker_app(config: Config, shards: dict[int, Shard], worker_index: int) -> web.Application:
-    app = web.Application(
-        client_max_size=config.limits.body_max_bytes, middlewares=[problem_middleware]
-    )
+NOT_APPLIED_HEADER = "X-Capsvc-Not-Applied"
+CLUSTER_TOKEN_HEADER = "X-Capsvc-Cluster-Token"
+
+
+def _cluster_gate(secret: str):
+    expected = secret.encode()
+
+    @web.middleware
+    async def gate(request: web.Request, handler):
+        """In a cluster, workers answer only requests that carry the cluster secret."""
+        offered = request.headers.get(CLUSTER_TOKEN_HEADER, "").encode()
+        if not hmac.compare_digest(offered, expected):
+            return problem("forbidden", "requests between hosts must carry the cluster secret")
+        return await handler(request)
+
+    return gate
+
+
+@web.middleware
+async def mark_not_applied(request: web.Request, handler):
+    """A shard that is not (or no longer) served here applied nothing: say so, so that the
+    router can safely send the request to the shard's new owner."""
+    try:
+        return await handler(request)
+    except ShardUnavailable as e:
+        response = error_problem(e)
+        response.headers[NOT_APPLIED_HEADER] = "true"
+        return response
+
+
+def make_worker_app(
+    config: Config, shards: dict[int, Shard], worker_index: int, secret: str | None = None
+) -> web.Application:
+    middlewares = [problem_middleware, mark_not_applied]
+    if secret:
+        middlewares.insert(0, _cluster_gate(secret))
+    app = web.Application(client_max_size=config.limits.body_max_bytes, middlewares=middlewares)
     app[CONFIG] = config
     app[SHARDS] = shards
     app[WORKER_INDEX] = worker_index

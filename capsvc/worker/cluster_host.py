@@ -97,13 +97,16 @@ class ClusterShardHost:
         deadline = time.monotonic() + self.config.cluster.rebalance_delay_ms / 1000 + 2.0
         while self.assigned and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        self.wake()
-        for shard_id in sorted(self.shards):
-            await self._hand_off(shard_id)
+        self.wake()  # the reconcile loop hands off everything once draining is set
+        deadline = time.monotonic() + self.config.supervisor.drain_timeout_ms / 2000
+        while self.shards and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         self.leader.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for shard_id in sorted(self.shards):  # only if the loop could not finish in time
+            await self._hand_off(shard_id)
 
     @property
     def ready(self) -> bool:
@@ -112,8 +115,10 @@ class ClusterShardHost:
     # -- the reconcile loop: the only place that changes ownership -----------------------
     async def _reconcile_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow our own cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RECONCILE_EVERY_S)
+                async with asyncio.timeout(RECONCILE_EVERY_S):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._reconcile()

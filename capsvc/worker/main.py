@@ -20,6 +20,7 @@ from capsvc.cluster.zk import Zk, worker_id
 from capsvc.config import Config
 from capsvc.domain.pool import KeyRetention
 from capsvc.errors import CapsvcError
+from capsvc.logs import install_task_dump
 from capsvc.paths import shard_file, worker_socket
 from capsvc.shard.shard import Shard, ShardSettings, ShardState
 from capsvc.sharding import embedded_shards
@@ -43,11 +44,11 @@ def shard_settings(config: Config) -> ShardSettings:
     )
 
 
-def new_shard(config: Config, shard_id: int) -> Shard:
+def new_shard(config: Config, shard_id: int, busy_timeout_ms: int | None = None) -> Shard:
     event_log = SqliteEventLog(
         shard_file(config, shard_id),
         synchronous=config.storage.synchronous,
-        busy_timeout_ms=config.storage.busy_timeout_ms,
+        busy_timeout_ms=config.storage.busy_timeout_ms if busy_timeout_ms is None else busy_timeout_ms,
     )
     return Shard(shard_id, event_log, shard_settings(config))
 
@@ -127,13 +128,14 @@ async def serve_worker(config: Config, index: int) -> None:
     if config.service.worker_port_base:
         port = config.service.worker_port_base + index
         await web.TCPSite(runner, config.service.worker_host, port, backlog=1024).start()
-    log.info(
-        "worker serving", extra={"worker": index, "shards": len(shard_ids), "socket": str(path)}
-    )
+    if zk is not None:
+        await host.start()  # claim shards only once we can serve them
+    log.info("worker serving", extra={"worker": index, "socket": str(path)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    install_task_dump(signal.SIGUSR2)
     await stop.wait()
     log.info("worker draining", extra={"worker": index})
     if zk is not None:

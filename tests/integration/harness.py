@@ -42,13 +42,14 @@ class Service:
 
     def __init__(self, data_dir: Path, workers: int = 2, shard_count: int = 8,
                  extra_config: str = "", env: dict[str, str] | None = None,
-                 admin_token: str | None = ADMIN_TOKEN) -> None:
+                 admin_token: str | None = ADMIN_TOKEN, service_extra: str = "",
+                 config_name: str | None = None) -> None:
         self.data_dir = data_dir
         self.workers = workers
-        self.config_path = data_dir.parent / f"{data_dir.name}.toml"
+        self.config_path = data_dir.parent / f"{config_name or data_dir.name}.toml"
         self.config_path.write_text(
             f'[service]\ndata_dir = "{data_dir}"\nport = 0\nworkers = {workers}\n'
-            f"shard_count = {shard_count}\n"
+            f"shard_count = {shard_count}\n{service_extra}"
             '[logging]\nlevel = "INFO"\nformat = "text"\n' + extra_config
         )
         self.env = {**os.environ, **(env or {})}
@@ -89,6 +90,7 @@ class Service:
         return "".join(self.output)
 
     def wait_ready(self, timeout_s: float = 30) -> None:
+        wait_for(lambda: self.port, timeout_s, f"the listening line\n{self.log_text()[-3000:]}")
         wait_for(lambda: self.get("/readyz")[0] == 200, timeout_s,
                  f"/readyz to answer 200\n{self.log_text()[-3000:]}")
 
