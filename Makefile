@@ -19,11 +19,11 @@ run: venv
 	$(BIN)/capsvc serve --config config.toml
 
 test: venv
-	$(BIN)/ruff check capsvc tests load
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 lint: venv
-	$(BIN)/ruff check capsvc tests load
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

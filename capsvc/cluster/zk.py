@@ -126,7 +126,10 @@ class Zk:
 
         result.rawlink(done)
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+            # races with the result, and a worker would then never finish draining.
+            async with asyncio.timeout(timeout_s):
+                return await future
         except (TimeoutError, KazooTimeoutError):
             raise ShardUnavailable("zookeeper did not answer in time") from None
 

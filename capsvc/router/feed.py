@@ -47,6 +47,7 @@ async def follow_all(
     loops: dict[str, asyncio.Task] = {}
     try:
         while True:
+            await topology.prune()
             current = {c.name: c for c in topology.clients()}
             for name in set(loops) - set(current):
                 loops.pop(name).cancel()

@@ -58,6 +58,9 @@ class LocalTopology:
     async def wait_change(self, timeout_s: float) -> None:
         await asyncio.sleep(timeout_s)
 
+    async def prune(self) -> None:
+        """Nothing to forget: the embedded workers never change."""
+
     def owner_of(self, shard_id: int) -> dict[str, Any]:
         return {"host": "local", "worker": embedded_owner(shard_id, len(self._clients))}
 
@@ -140,6 +143,15 @@ class ClusterTopology:
 
     async def wait_change(self, timeout_s: float) -> None:
         await self.directory.wait_change(timeout_s)
+
+    async def prune(self) -> None:
+        """Close connections to workers that left the membership and own nothing: a pooled
+        idle connection to a stopping worker could be reused just as that worker closes it,
+        and a write sent that way would end with an unknown outcome."""
+        owners = {o.worker_id for o in self.directory.owners.values() if o is not None}
+        for worker_id in list(self._clients):
+            if worker_id not in self.directory.workers and worker_id not in owners:
+                await self._clients.pop(worker_id).close()
 
     def owner_of(self, shard_id: int) -> dict[str, Any] | None:
         owner = self.directory.owners.get(shard_id)

@@ -58,7 +58,8 @@ async def _execute(request: web.Request, command: cmd.Command) -> CommandResult:
     timeout_s = request.app[CONFIG].limits.request_timeout_ms / 1000
     try:
         # On timeout the future is cancelled: if the writer has not reached it, it never applies.
-        return await asyncio.wait_for(future, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await future
     except TimeoutError:
         raise UpstreamTimeout(
             f"shard {shard.shard_id} did not commit within {timeout_s:g}s; the outcome is "
@@ -207,7 +208,8 @@ async def feed(request: web.Request) -> web.Response:
         if remaining <= 0:
             break
         try:
-            await asyncio.wait_for(changed.wait(), remaining)
+            async with asyncio.timeout(remaining):
+                await changed.wait()
         except TimeoutError:
             break
     out = {}

@@ -44,7 +44,7 @@ class ClusterShardHost:
         self.leader = Leader(
             zk, me.worker_id, config.service.shard_count, config.cluster.rebalance_delay_ms
         )
-        self.lease = Lease(config.cluster.owner_lease_ms)
+        self.lease = Lease(config.cluster.owner_lease_ms, config.cluster.session_timeout_ms)
         self.new_shard = new_shard
         self.shards: dict[int, Shard] = {}  # shared with the HTTP app: what this worker serves
         self.claims: dict[int, Claim] = {}
@@ -104,7 +104,7 @@ class ClusterShardHost:
         self.leader.stop()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.wait(self._tasks, timeout=2.0)  # never let a stuck task block the stop
         for shard_id in sorted(self.shards):  # only if the loop could not finish in time
             await self._hand_off(shard_id)
 
@@ -115,7 +115,6 @@ class ClusterShardHost:
     # -- the reconcile loop: the only place that changes ownership -----------------------
     async def _reconcile_loop(self) -> None:
         while True:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow our own cancellation.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RECONCILE_EVERY_S):
                     await self._wake.wait()

@@ -30,6 +30,7 @@ from capsvc.worker.cluster_host import ClusterShardHost
 
 log = logging.getLogger(__name__)
 RETRY_MAX_S = 30.0
+ROUTER_CATCH_UP_S = 0.5
 
 
 def shard_settings(config: Config) -> ShardSettings:
@@ -140,6 +141,9 @@ async def serve_worker(config: Config, index: int) -> None:
     log.info("worker draining", extra={"worker": index})
     if zk is not None:
         await host.drain()  # hand every shard off while we still answer "not here, retry"
+        # Let routers see the new owners before our connections close: a request sent on an
+        # idle connection just as we close it would otherwise end with an unknown outcome.
+        await asyncio.sleep(ROUTER_CATCH_UP_S)
         await runner.cleanup()
         await zk.stop()
     else:
