@@ -130,3 +130,81 @@ def test_zookeeper_restart_within_the_session_timeout_moves_nothing(cluster, zoo
     after = {s: (r["owner"]["worker_id"], r["owner"]["epoch"]) for s, r in shard_owners(a).items()}
     assert after == before
     check(history, a, pools, CAPACITY)
+
+
+def _epochs_never_go_back(data_dir) -> None:
+    """In every shard file, events are stamped with non-decreasing epochs in seq order: no
+    stale owner appended after a newer one took over."""
+    import sqlite3
+
+    for path in sorted((data_dir / "shards").glob("*.sqlite3")):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        epochs = [row[0] for row in db.execute("SELECT epoch FROM events ORDER BY seq")]
+        db.close()
+        assert epochs == sorted(epochs), f"{path.name}: epochs go back: {epochs}"
+
+
+def test_a_paused_host_appends_nothing_after_it_wakes(cluster, tmp_path):
+    """Fault: SIGSTOP of every process of one host past its session timeout, then SIGCONT.
+    Property: its shards move (unavailable, never wrong, while the paused workers still hold
+    the files); on waking it appends nothing, lets go, and rejoins; the history check passes
+    and no shard file has an event from an older epoch after a newer one."""
+    (a, b), pools = cluster
+    load = Load([a.url], pools, clients=8, retry_s=20).start()
+    time.sleep(0.5)
+    paused_shards = _owned_by(a, "host-b")
+    os.killpg(b.process.pid, signal.SIGSTOP)
+    time.sleep(SESSION_TIMEOUT_S + 2.0)
+    os.killpg(b.process.pid, signal.SIGCONT)
+    woke_at = time.monotonic()
+    wait_for(lambda: all(row["state"] == "ready" for row in shard_owners(a).values()), 30,
+             "every shard ready again")
+    wait_balanced(a, workers=4, shard_count=8, timeout_s=30)
+    wait_for(lambda: len(load.history.first_success_after(woke_at)) == len(pools), 20,
+             "writes to every pool")
+    history = load.stop()
+    assert paused_shards
+    check(history, a, pools, CAPACITY)
+    for host in (a, b):
+        assert host.stop() == 0
+    _epochs_never_go_back(tmp_path / "shared")
+
+
+def test_a_host_joining_takes_its_share_without_failing_a_request(cluster, tmp_path, zookeeper):
+    """Change: a third host joins under load. Property: shards rebalance onto it by handoff
+    (floor or ceil of 8/6 per worker) with zero failed requests; history check passes."""
+    (a, b), pools = cluster
+    load = Load([a.url, b.url], pools, clients=6, retry_s=0).start()
+    time.sleep(0.5)
+    c = cluster_host(tmp_path / "shared", zookeeper, "host-c").start(ready=False)
+    try:
+        c.wait_ready()
+        owners = wait_balanced(a, workers=6, shard_count=8)
+        assert any(row["owner"]["host"] == "host-c" for row in owners.values())
+        time.sleep(0.5)
+        history = load.stop()
+        assert not history.failures(), [(o.status, o.code) for o in history.failures()[:10]]
+        check(history, c, pools, CAPACITY)
+    finally:
+        c.kill_all()
+
+
+def test_a_long_zookeeper_outage_stops_writes_keeps_reads_and_heals(cluster, zookeeper):
+    """Fault: ZooKeeper down for twice the session timeout. Property: writes answer 503
+    (consistency over availability), the availability grid keeps being served, and once
+    ZooKeeper is back every shard is owned again and writes succeed with no human step."""
+    (a, b), pools = cluster
+    zookeeper.stop()
+    time.sleep(SESSION_TIMEOUT_S * 2)
+    status, problem, headers = a.request("POST", f"/v1/pools/{pools[0]}/reservations",
+                                         {"slot_id": "s"}, {"Idempotency-Key": "outage-1"})
+    assert status == 503 and "Retry-After" in headers, problem
+    status, grid = a.get("/v1/availability?region=sg-north&date=2026-12-01")
+    assert status == 200 and len(grid["pools"]) == len(pools)
+    zookeeper.start()
+    wait_balanced(a, workers=4, shard_count=8, timeout_s=30)
+    load = Load([a.url, b.url], pools, clients=4, retry_s=15).start()
+    wait_for(lambda: len(load.history.first_success_after(0)) == len(pools), 20,
+             "writes to every pool")
+    history = load.stop()
+    check(history, a, pools, CAPACITY)
