@@ -110,11 +110,11 @@ def test_a_worker_killed_alone_is_restarted_and_reclaims_quickly(cluster):
 
 
 @pytest.mark.parametrize(
-    "cluster", [{"session_timeout_ms": 9000, "owner_lease_ms": 6000}], indirect=True)
+    "cluster", [{"session_timeout_ms": 15000, "owner_lease_ms": 10000}], indirect=True)
 def test_zookeeper_restart_within_the_session_timeout_moves_nothing(cluster, zookeeper):
-    """Fault: ZooKeeper stops and starts again within the session timeout (9 s here: the JVM
-    alone takes seconds to start). Property: every shard keeps its owner and epoch; writes
-    resume by themselves; the history check passes."""
+    """Fault: ZooKeeper stops and starts again within the session timeout (15 s here: the JVM
+    alone can take seconds to start on a busy machine). Property: every shard keeps its owner
+    and epoch; writes resume by themselves; the history check passes."""
     (a, b), pools = cluster
     before = {s: (r["owner"]["worker_id"], r["owner"]["epoch"]) for s, r in shard_owners(a).items()}
     load = Load([a.url, b.url], pools, clients=6, retry_s=15).start()
@@ -122,7 +122,8 @@ def test_zookeeper_restart_within_the_session_timeout_moves_nothing(cluster, zoo
     stopped_at = time.monotonic()
     zookeeper.stop()
     zookeeper.start()
-    print(f"zookeeper was down for {time.monotonic() - stopped_at:.2f}s")
+    down_s = time.monotonic() - stopped_at
+    assert down_s < 10, f"the premise failed: ZooKeeper took {down_s:.1f}s to restart"
     wait_for(lambda: a.get("/readyz")[0] == 200 and b.get("/readyz")[0] == 200, 10, "ready")
     resumed_at = time.monotonic()
     wait_for(lambda: load.history.first_success_after(resumed_at), 10, "writes to resume")

@@ -61,7 +61,7 @@ class ZooKeeper:
         self.config.write_text(
             f"tickTime={tick_ms}\ndataDir={directory / 'data'}\nclientPort={self.port}\n"
             "clientPortAddress=127.0.0.1\nadmin.enableServer=false\n"
-            f"minSessionTimeout={2 * tick_ms}\nmaxSessionTimeout={40 * tick_ms}\n"
+            f"minSessionTimeout={2 * tick_ms}\nmaxSessionTimeout=60000\n"
             "4lw.commands.whitelist=*\n"
         )
         self.process: subprocess.Popen | None = None
