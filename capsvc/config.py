@@ -128,6 +128,11 @@ class Config:
     def cluster_secret(self) -> str:
         return os.environ.get("CAPSVC_CLUSTER_SECRET") or self.cluster.secret
 
+    def worker_url(self, index: int) -> str:
+        """Where routers on other hosts reach worker `index` of this host."""
+        host = self.cluster.advertise_host or self.service.worker_host
+        return f"http://{host}:{self.service.worker_port_base + index}"
+
     @property
     def worker_count(self) -> int:
         return self.service.workers or (os.cpu_count() or 1)

@@ -27,9 +27,12 @@ log = logging.getLogger(__name__)
 
 
 async def _register_host(zk: Zk, config: Config, router_url: str) -> None:
-    data = encode(
-        {"host_id": config.host_id, "router_url": router_url, "workers": config.worker_count}
-    )
+    data = encode({
+        "host_id": config.host_id,
+        "router_url": router_url,
+        "worker_count": config.worker_count,
+        "worker_urls": [config.worker_url(i) for i in range(config.worker_count)],
+    })
     path = zk.path("hosts", config.host_id)
     with contextlib.suppress(Exception):
         await zk.call(zk.client.delete_async(path))  # a previous router of this host

@@ -95,18 +95,13 @@ class ShardHost:
         return all(s.state is ShardState.READY for s in self.shards.values())
 
 
-def worker_url(config: Config, index: int) -> str:
-    host = config.cluster.advertise_host or config.service.worker_host
-    return f"http://{host}:{config.service.worker_port_base + index}"
-
-
 async def serve_worker(config: Config, index: int) -> None:
     zk = None
     if config.cluster.enabled:
         zk = Zk(config.cluster.zookeeper, config.cluster.name, config.cluster.session_timeout_ms)
         await zk.start()
         me = WorkerInfo(
-            worker_id(config.host_id, index), config.host_id, index, worker_url(config, index)
+            worker_id(config.host_id, index), config.host_id, index, config.worker_url(index)
         )
         host: ShardHost | ClusterShardHost = ClusterShardHost(config, index, zk, me, new_shard)
         app = make_worker_app(config, host.shards, index, secret=config.cluster_secret)

@@ -6,6 +6,7 @@ import pytest
 
 from tests.cluster.hosts import cluster_host, shard_owners, wait_balanced
 from tests.cluster.zookeeper import ZooKeeper
+from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -38,3 +39,42 @@ def test_two_hosts_share_the_shards_and_route_across_hosts(tmp_path, zookeeper):
     finally:
         assert b.stop() == 0, b.log_text()[-3000:]
         assert a.stop() == 0, a.log_text()[-3000:]
+
+
+def test_every_router_grid_follows_every_shard_and_catches_up_after_a_failover(tmp_path,
+                                                                             zookeeper):
+    """The availability grid on each router is fed from every shard in the cluster: a slot
+    filled through one host turns unbookable on the other host's grid within a second, and
+    after the owning host dies the grid keeps the pools and follows the new owners."""
+    data = tmp_path / "shared"
+    a = cluster_host(data, zookeeper, "host-a").start(ready=False)
+    b = cluster_host(data, zookeeper, "host-b").start(ready=False)
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        wait_balanced(a, workers=4, shard_count=8)
+        pools = [f"g-{i}" for i in range(8)]
+        for pool_id in pools:
+            assert a.define_pool(pool_id, [("s", 1), ("t", 5)], region="grid")[0] == 201
+
+        def bookable(host):
+            status, grid = host.get("/v1/availability?region=grid&date=2026-12-01")
+            assert status == 200
+            return {p["pool_id"]: [s["bookable"] for s in p["slots"]] for p in grid["pools"]}
+
+        wait_for(lambda: bookable(b) == {p: [True, True] for p in pools}, 1.5, "grid on b")
+        for pool_id in pools[:4]:
+            assert a.request("POST", f"/v1/pools/{pool_id}/reservations", {"slot_id": "s"})[0] == 201
+        wait_for(lambda: all(bookable(b)[p] == [False, True] for p in pools[:4]), 1.5,
+                 "filled slots unbookable on b's grid")
+        b.kill_all()
+        wait_balanced(a, workers=2, shard_count=8)
+        for pool_id in pools[4:]:
+            status, body, _ = a.request("POST", f"/v1/pools/{pool_id}/reservations",
+                                        {"slot_id": "s"})
+            assert status == 201, body
+        expected = {p: [False, True] for p in pools}
+        wait_for(lambda: bookable(a) == expected, 1.5, "a's grid after the failover")
+    finally:
+        a.kill_all()
+        b.kill_all()
