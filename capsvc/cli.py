@@ -8,8 +8,12 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 
+from capsvc.cli_plan import add_plan_parser, run_plan
 from capsvc.config import Config, ConfigError, config_from_json, load_config
+from capsvc.ops.commands import OPS_COMMANDS, add_ops_commands, run_ops_command
+from capsvc.testing import faults
 
 ENV_CONFIG = "CAPSVC_CONFIG"
 
@@ -29,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file and print it")
     check.add_argument("--config", help="TOML file")
+    add_ops_commands(sub)  # backup, restore, verify, archive
+
+    add_plan_parser(sub)
 
     child = sub.add_parser("child", help=argparse.SUPPRESS)
     child.add_argument("role", choices=("worker", "router"))
@@ -52,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "child":
         return _child(args)
+    if args.command == "plan":
+        return run_plan(args)
     try:
         config = _load(args)
     except ConfigError as e:
@@ -62,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(config_to_json(config))
         return 0
-    return _serve(config)
+    if args.command in OPS_COMMANDS:
+        return run_ops_command(args, config)
+    return _serve(config, lambda: _load(args))
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
     import setproctitle
     import uvloop
 
@@ -74,8 +85,9 @@ def _serve(config: Config) -> int:
 
     setproctitle.setproctitle("capsvc: supervisor")
     configure_logging(config.logging.level, config.logging.format, "supervisor")
+    faults.configure(config.data_dir, "supervisor")  # test-only; see capsvc.testing.faults
     try:
-        return uvloop.run(run_supervisor(config))
+        return uvloop.run(run_supervisor(config, reload_config))
     except AlreadyRunning as e:
         print(f"capsvc: {e}", file=sys.stderr)
         return 1
@@ -107,12 +119,14 @@ def _child(args: argparse.Namespace) -> int:
 
         setproctitle.setproctitle(f"capsvc: worker {args.index}")
         configure_logging(config.logging.level, config.logging.format, f"worker-{args.index}")
+        faults.configure(config.data_dir, f"worker-{args.index}")  # test-only
         uvloop.run(serve_worker(config, args.index))
     else:
         from capsvc.router.main import serve_router
 
         setproctitle.setproctitle("capsvc: router")
         configure_logging(config.logging.level, config.logging.format, "router")
+        faults.configure(config.data_dir, "router")  # test-only
         assert args.listen_fd is not None
         uvloop.run(serve_router(config, args.listen_fd))
     return 0

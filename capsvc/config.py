@@ -102,6 +102,7 @@ class SupervisorConfig:
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"  # json | text
+    request_log: str = "errors"  # worker request lines: none | errors (5xx) | all
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "storage.synchronous": ("FULL", "NORMAL", "EXTRA"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "logging.format": ("json", "text"),
+    "logging.request_log": ("none", "errors", "all"),
 }
 
 

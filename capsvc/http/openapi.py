@@ -431,6 +431,196 @@ def _operations() -> dict[str, Schema]:
     }
 
 
+# -- planner tools -------------------------------------------------------------------------
+def _planner_schemas() -> dict[str, Schema]:
+    board_slot = _obj(
+        {
+            "slot_id": _ID,
+            "starts_at": _TIMESTAMP,
+            "ends_at": _TIMESTAMP,
+            "capacity": _CAPACITY,
+            "reserved": _int(0),
+            "available": _int(0),
+            "open": {"type": "boolean"},
+            "bookable": {"type": "boolean"},
+        }
+    )
+    board_pool = _obj(
+        {
+            "pool_id": _ID,
+            "kind": _ID,
+            "region": _ID,
+            "date": _DATE,
+            "version": _int(1),
+            "total_capacity": _nullable(_CAPACITY),
+            "total_reserved": _int(0),
+            "slots": _array(board_slot),
+        }
+    )
+    change = _obj(
+        {
+            "change": _string(enum=["created", "raised", "lowered", "refused"]),
+            "line": _int(1, description="Line of the CSV (the header is line 1)."),
+            "slot_id": _nullable(_ID),
+            "field": _nullable(_string()),
+            "before": {},
+            "after": {},
+            "code": _string(description="With `refused`: the code the service would answer."),
+            "detail": _string(),
+        },
+        required=("change", "line", "slot_id", "field", "before", "after"),
+    )
+    plan_pool = _obj(
+        {
+            "pool_id": _ID,
+            "line": _int(1),
+            "outcome": _string(enum=["created", "changed", "unchanged", "refused"]),
+            "changes": _array(change),
+            "untouched_slots": _array(_ID, description="Slots the plan does not mention."),
+            "result": _ANY_OBJECT
+            | {"description": "When applied: `status` applied/unchanged/refused/failed."},
+        },
+        required=("pool_id", "line", "outcome", "changes", "untouched_slots"),
+    )
+    return {
+        "PoolAsOf": {
+            "allOf": [
+                _ref("Pool"),
+                _obj({"as_of": _TIMESTAMP | {"description": "The moment asked for."}}),
+            ]
+        },
+        "Board": _obj(
+            {
+                "as_of": _TIMESTAMP | {"description": "The numbers reflect writes up to here."},
+                "region": _nullable(_ID),
+                "kind": _nullable(_ID),
+                "dates": _array(_DATE),
+                "regions": _array(_ID, description="Every region with pools."),
+                "days": _array(_DATE, description="Days with pools in `region`."),
+                "pools": _array(board_pool),
+            }
+        ),
+        "Timeline": _obj(
+            {
+                "pool_id": _ID,
+                "version": _int(0),
+                "from_version": _int(0),
+                "to_version": _int(0),
+                "next_before": _nullable(_int(1))
+                | {"description": "Pass as `before` for older entries; null at the start."},
+                "entries": _array(
+                    _ANY_OBJECT
+                    | {
+                        "description": "Newest first. `kind` change: one planner change "
+                        "(type, version, at_ms, actor, slot_id, summary, data); `kind` "
+                        "bookings: the reservations and releases of one minute."
+                    }
+                ),
+            }
+        ),
+        "PlanReport": _obj(
+            {
+                "dry_run": {"type": "boolean"},
+                "row_count": _int(0),
+                "summary": _obj(
+                    {k: _int(0) for k in ("created", "raised", "lowered", "refused")}
+                    | {"unchanged_pools": _int(0)}
+                ),
+                "pools": _array(plan_pool),
+                "would_apply": {"type": "boolean", "description": "Dry run only."},
+                "applied": {"type": "boolean", "description": "Apply only."},
+            },
+            required=("dry_run", "row_count", "summary", "pools"),
+        ),
+    }
+
+
+def _planner_operations() -> dict[str, Schema]:
+    range_params = (
+        _query("from", _DATE, "First date.", required=True),
+        _query("to", _DATE, "Last date (default: `from`)."),
+    )
+    csv_columns = (
+        "pool_id,kind,region,date,slot_id,starts_at,ends_at,capacity,total_capacity "
+        "(one row per slot; empty total_capacity: no pool-wide cap)"
+    )
+    apply = _op(
+        "Apply a bulk plan (CSV), or preview it with dry_run=true",
+        {"200": _json(_ref("PlanReport"), "What changed (or would change), per pool")},
+        (
+            "invalid_parameter",
+            "unauthorized",
+            "invalid_field",
+            "body_too_large",
+            rj.POOL_EXISTS,
+            rj.SLOT_EXISTS,
+            rj.CAPACITY_BELOW_RESERVED,
+            rj.TOTAL_CAPACITY_BELOW_RESERVED,
+            rj.TOO_MANY_SLOTS,
+            *_UNAVAILABLE,
+            "timeout",
+        ),
+        parameters=(
+            _query(
+                "dry_run",
+                {"type": "boolean", "default": False},
+                "Only report what would change.",
+            ),
+        ),
+    )
+    apply["description"] = (
+        "The CSV is validated whole: any bad row refuses the plan (422, `errors` lists every "
+        "bad line) and any change the service would refuse refuses it too (409, the report in "
+        "`pools`); nothing is applied then. Otherwise each pool is changed with the ordinary "
+        "admin commands. A refusal that races the check is reported for its pool; applying "
+        "the same plan again changes only what still differs."
+    )
+    apply["requestBody"] = {
+        "required": True,
+        "content": {"text/csv": {"schema": _string(description=csv_columns)}},
+    }
+    return {
+        "admin_get_pool": _op(
+            "A pool now, or as it was at `as_of` (rebuilt from its events)",
+            {"200": _json(_ref("PoolAsOf"), "The pool (with `as_of` when asked)")},
+            ("invalid_parameter", "unauthorized", rj.POOL_NOT_FOUND),
+            parameters=(
+                _query("as_of", _TIMESTAMP, "The moment; 404 if the pool did not exist yet."),
+            ),
+        ),
+        "pool_timeline": _op(
+            "A pool's history for people: changes, and bookings per minute (newest first)",
+            {"200": _json(_ref("Timeline"), "One window of the history")},
+            ("invalid_parameter", "unauthorized", rj.POOL_NOT_FOUND),
+            parameters=(
+                _query("before", _int(0, default=0), "Only events below this version."),
+                _query("limit", _int(1, 20_000, default=2000), "Events read for the window."),
+            ),
+        ),
+        "board": _op(
+            "The planners' board: a region's pools over a few days, with their numbers",
+            {
+                "200": _json(_ref("Board"), "Pools with capacity, reserved and open per slot"),
+                "304": {"description": "Nothing changed since the ETag in If-None-Match"},
+            },
+            ("invalid_parameter", "unauthorized", "shard_unavailable"),
+            parameters=(_REGION, *range_params, _KIND),
+        ),
+        "apply_plan": apply,
+        "export_plan": _op(
+            "A region's pools over a date range as a plan (the CSV that POST /plans reads)",
+            {
+                "200": {
+                    "description": "The plan, one row per slot",
+                    "content": {"text/csv": {"schema": _string()}},
+                }
+            },
+            ("invalid_parameter", "unauthorized", *_UNAVAILABLE, "timeout"),
+            parameters=(_REGION | {"required": True}, *range_params, _KIND),
+        ),
+    }
+
+
 def _operation(route: Route, spec: Schema) -> Schema:
     path_params = [_ref(name, "parameters") for name in re.findall(r"{(\w+)}", route.path)]
     operation = {"operationId": route.name, **spec, "parameters": path_params + spec["parameters"]}
@@ -445,7 +635,7 @@ def _operation(route: Route, spec: Schema) -> Schema:
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """The document, built once; callers must not mutate it."""
-    specs = _operations()
+    specs = {**_operations(), **_planner_operations()}
     paths: dict[str, dict[str, Schema]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(
@@ -456,7 +646,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "capsvc", "version": VERSION, "description": DESCRIPTION},
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_planner_schemas()},
             "parameters": _path_parameters(),
             "headers": {
                 "Retry-After": {

@@ -243,3 +243,54 @@ def parse_reserve(
     if order_ref is not None and (not isinstance(order_ref, str) or not _TEXT.fullmatch(order_ref)):
         raise invalid("order_ref", "must be a string of 1..128 printable characters")
     return cmd.ReserveCapacity(pool_id, slot_id, units, key, order_ref, nonce, now_ms)
+
+
+# -- planner tools -------------------------------------------------------------------------
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def query_time_ms(request: web.Request, name: str) -> int | None:
+    """An optional RFC 3339 query parameter, as milliseconds since the Unix epoch."""
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        parsed = _timestamp(value, name)
+    except BadRequest:
+        hint = " (a '+' in a URL must be sent as %2B)" if " " in value else ""
+        raise bad_parameter(
+            name, f"must be an RFC 3339 timestamp with an offset, e.g. 2026-12-01T08:00:00Z{hint}"
+        ) from None
+    return (parsed - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def query_bool(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    if value not in ("true", "false"):
+        raise bad_parameter(name, "must be true or false")
+    return value == "true"
+
+
+def _whole(text: str, field: str, limits: InputLimits) -> int:
+    if not _DIGITS.fullmatch(text):
+        raise invalid(field, f"must be a whole number in 0..{limits.capacity_max}, not {text!r}")
+    return _int(int(text), field, 0, limits.capacity_max)
+
+
+def parse_plan_row(row: dict[str, str], limits: InputLimits) -> cmd.DefinePool:
+    """One row of a plan CSV (every value is text, already stripped): the definition of its
+    pool with the row's one slot. Raises BadRequest naming the first bad column."""
+    pool_id = _id(row["pool_id"], "pool_id")
+    kind = _id(row["kind"], "kind")
+    region = _id(row["region"], "region")
+    if not _is_date(row["date"]):
+        raise invalid("date", "must be a date YYYY-MM-DD")
+    times = {"slot_id": row["slot_id"], "starts_at": row["starts_at"], "ends_at": row["ends_at"]}
+    slot = parse_slot({**times, "capacity": 0}, "", limits)
+    capacity = _whole(row["capacity"], "capacity", limits)
+    slot = SlotSpec(slot.slot_id, slot.starts_at, slot.ends_at, capacity)
+    total_text = row["total_capacity"]
+    total = None if total_text == "" else _whole(total_text, "total_capacity", limits)
+    return cmd.DefinePool(pool_id, kind, region, row["date"], total, (slot,))

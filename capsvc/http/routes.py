@@ -31,6 +31,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/admin/pools/{pool_id}/events", "pool_events", "pool", admin=True),
     Route("GET", "/v1/admin/pools", "list_pools", "router", admin=True),
     Route("GET", "/v1/admin/cluster", "cluster", "router", admin=True),
+    # planner tools (the board at /ui/ uses nothing else)
+    Route("GET", "/v1/admin/pools/{pool_id}", "admin_get_pool", "pool", admin=True),
+    Route("GET", "/v1/admin/pools/{pool_id}/timeline", "pool_timeline", "router", admin=True),
+    Route("GET", "/v1/admin/board", "board", "router", admin=True),
+    Route("POST", "/v1/admin/plans", "apply_plan", "router", admin=True),
+    Route("GET", "/v1/admin/plans/export", "export_plan", "router", admin=True),
     Route("GET", "/v1/pools/{pool_id}", "get_pool", "pool"),
     Route("POST", "/v1/pools/{pool_id}/reservations", "reserve", "pool"),
     Route("GET", "/v1/reservations/{reservation_id}", "get_reservation", "reservation"),

@@ -33,6 +33,7 @@ from capsvc.http.routes import (
     Route,
 )
 from capsvc.router.auth import TokenChecker
+from capsvc.router.planner import planner_handlers
 from capsvc.router.read_model import ReadModel
 from capsvc.router.topology import ClusterTopology, LocalTopology
 from capsvc.router.upstream import (
@@ -41,6 +42,7 @@ from capsvc.router.upstream import (
     UpstreamResponse,
     WorkerClient,
 )
+from capsvc.ui import add_ui_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -282,7 +284,15 @@ async def metrics(request: web.Request) -> web.Response:
     shards = _shard_table(state, await _statuses(state.topology.clients()))
     registry = CollectorRegistry()
     registry.register(_ShardCollector(shards))
-    text = generate_latest(state.registry) + generate_latest(registry)
+    # The whole host in one scrape: these two plus every local worker's and the supervisor's.
+    from capsvc.router.metrics import host_exposition
+
+    text = await host_exposition(
+        state.config,
+        state.topology.clients(),
+        [generate_latest(state.registry), generate_latest(registry)],
+        shards,
+    )
     return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
@@ -328,6 +338,7 @@ _LOCAL: dict[str, Handler] = {
     "list_pools": list_pools,
     "metrics": metrics,
     "openapi": openapi,
+    **planner_handlers(_state, _require_admin, _forward),
 }
 
 
@@ -340,4 +351,5 @@ def make_router_app(state: RouterState) -> web.Application:
     for route in ROUTES:
         handler = _LOCAL[route.name] if route.target == "router" else _proxy(route)
         app.router.add_route(route.method, route.path, handler, name=route.name)
+    add_ui_routes(app)
     return app

@@ -17,8 +17,10 @@ from aiohttp import web
 from capsvc.cluster.directory import Directory
 from capsvc.cluster.zk import Zk, encode
 from capsvc.config import Config
+from capsvc.paths import runtime_dir
 from capsvc.router.app import RouterState, make_router_app
 from capsvc.router.auth import TokenChecker, load_tokens
+from capsvc.router.fastpath import FastPath, FrontProtocol
 from capsvc.router.feed import follow_all
 from capsvc.router.read_model import ReadModel
 from capsvc.router.topology import ClusterTopology, LocalTopology
@@ -61,21 +63,27 @@ async def serve_router(config: Config, listen_fd: int) -> None:
         follow_all(topology, model, rm.feed_wait_ms, rm.feed_retry_ms, limits.request_timeout_ms),
         name="feeds",
     )
-    runner = web.AppRunner(
-        make_router_app(state),
-        access_log=None,
-        shutdown_timeout=config.supervisor.drain_timeout_ms / 1000,
-    )
+    app = make_router_app(state)
+    runner = web.AppRunner(app, access_log=None,
+                           shutdown_timeout=config.supervisor.drain_timeout_ms / 1000)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    app_socket = runtime_dir(config) / "router.sock"
+    app_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    app_socket.unlink(missing_ok=True)
+    await web.UnixSite(runner, str(app_socket)).start()
+    fast = FastPath(state, str(app_socket), runner.server)
+    loop = asyncio.get_running_loop()
+    front = await loop.create_server(lambda: FrontProtocol(fast), sock=sock, backlog=1024)
     log.info("router serving", extra={"address": f"{host}:{port}", "mode": topology.mode})
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("router draining")
-    await runner.cleanup()  # stop accepting; in-flight requests finish
+    front.close()  # stop accepting; requests in flight on open connections finish
+    await fast.drain(config.supervisor.drain_timeout_ms / 1000)
+    await runner.cleanup()
+    app_socket.unlink(missing_ok=True)
     feeds.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await feeds

@@ -23,6 +23,7 @@ class ReadModel:
         self._by_shard: dict[int, set[str]] = defaultdict(set)
         self._by_day: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.synced_at: dict[str, float] = {}  # worker name -> wall time of its last answer
+        self.generation = 0  # bumped on every change, so that readers can cache answers
 
     def apply(self, worker: str, answer: dict[str, Any], at: float | None = None) -> None:
         for key, shard in answer["shards"].items():
@@ -31,8 +32,11 @@ class ReadModel:
             if shard["full"]:
                 for pool_id in list(self._by_shard[shard_id]):
                     self._drop(pool_id)
+                self.generation += 1
             for view in shard["pools"]:
                 self._put(shard_id, view)
+            if shard["pools"]:
+                self.generation += 1
             self.positions[shard_id] = shard["position"]
         self.synced_at[worker] = time.time() if at is None else at
 

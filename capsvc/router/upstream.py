@@ -17,19 +17,18 @@ import time
 from typing import Any
 
 import aiohttp
+import yarl
 
 from capsvc.errors import UpstreamTimeout, UpstreamUnavailable
+from capsvc.router.rawclient import NotSent, RawPool
 
 log = logging.getLogger(__name__)
 FORWARD_REQUEST_HEADERS = ("Content-Type", "Idempotency-Key", "X-Request-Id", "X-Capsvc-Actor")
-FORWARD_RESPONSE_HEADERS = ("Content-Type", "Idempotent-Replayed", "Retry-After", "X-Request-Id")
+FORWARD_RESPONSE_HEADERS = ("Content-Type", "Idempotent-Replayed", "Retry-After", "X-Request-Id",
+                            "X-Capsvc-Epoch", "X-Capsvc-Version")
 NOT_APPLIED_HEADER = "X-Capsvc-Not-Applied"
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, FileNotFoundError, ConnectionRefusedError)
 _SAFE_METHODS = ("GET", "HEAD")
-
-
-class NotSent(UpstreamUnavailable):
-    """The worker could not be reached at all: nothing was applied."""
 
 
 class UpstreamResponse:
@@ -59,6 +58,7 @@ class WorkerClient:
         self._headers = headers or {}
         self._connections_max = connections_max
         self._session: aiohttp.ClientSession | None = None
+        self.raw: RawPool | None = None  # the lean client the public fast path uses
 
     @property
     def address(self) -> str:
@@ -74,6 +74,13 @@ class WorkerClient:
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
         )
+        if self.socket_path is not None:
+            self.raw = RawPool(self.name, socket_path=self.socket_path,
+                               connections_max=self._connections_max)
+        else:
+            url = yarl.URL(self.base_url)
+            self.raw = RawPool(self.name, host=url.host, port=url.port,
+                               connections_max=self._connections_max)
 
     async def start(self) -> None:
         self.start_nowait()
@@ -81,6 +88,8 @@ class WorkerClient:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self.raw is not None:
+            await self.raw.close()
 
     async def request(
         self,

@@ -33,9 +33,11 @@ from capsvc.domain.pool import KeyRetention, Pool
 from capsvc.domain.rejections import Rejection
 from capsvc.domain.views import pool_view, reservation_view
 from capsvc.errors import CapsvcError, Fenced, Overloaded, ShardCorrupt, ShardUnavailable
+from capsvc.shard.observer import ShardObserver
 from capsvc.shard.recovery import recover_shard, reload_pool
 from capsvc.storage.codec import SNAPSHOT_SCHEMA, encode_snapshot
 from capsvc.storage.log import EventLog, StoredEvent, StoredSnapshot
+from capsvc.testing import faults
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,10 @@ class CommandResult:
     body: dict | None = None
     created: bool = False  # a new pool or reservation came to be
     replayed: bool = False  # an idempotent replay of an earlier reservation
+    # Ordering facts for clients and history checkers: the shard's epoch, and the pool's
+    # version right after the command (for a replay or a refusal: the version it observed).
+    epoch: int | None = None
+    version: int | None = None
 
 
 class _Pending:
@@ -84,6 +90,9 @@ _STOP = object()
 
 
 class Shard:
+    # Metrics hook, set once per worker process; None in tests and tools (see observer.py).
+    observer: ShardObserver | None = None
+
     def __init__(
         self,
         shard_id: int,
@@ -125,6 +134,7 @@ class Shard:
         assert self.state is ShardState.STARTING
         try:
             head = await self.log.open(epoch)
+            faults.point("recovery", self.shard_id)  # test-only pause/fail point
             recovered = await recover_shard(self.log, head, self.settings.retention)
         except CapsvcError as e:
             self._fail(e)
@@ -142,6 +152,9 @@ class Shard:
         self.state = ShardState.READY
         self._writer = asyncio.create_task(self._write_loop(), name=f"shard-{self.shard_id}")
         self._writer.add_done_callback(self._writer_done)
+        if self.observer is not None:
+            clean = head.checkpoint_seq == head.last_seq
+            self.observer.recovered(self, recovered.seconds, recovered.replayed_events, clean)
         log.log(
             logging.INFO if recovered.replayed_events or self.pools else logging.DEBUG,
             "shard recovered",
@@ -168,6 +181,8 @@ class Shard:
         elif self._writer is not None and not self._writer.done():
             self._writer.cancel()
         await self.log.close()
+        if self.observer is not None:
+            self.observer.closed(self, drained=self.state is ShardState.DRAINING)
         if self.state is not ShardState.FAILED:
             self.state = ShardState.CLOSED
 
@@ -184,6 +199,8 @@ class Shard:
         self.state = ShardState.FAILED
         self.failure = f"{getattr(error, 'code', type(error).__name__)}: {error}"
         log.error("shard failed closed: %s", self.failure, extra={"shard": self.shard_id})
+        if self.observer is not None:
+            self.observer.failed(self, error)
         self.on_commit()
 
     # -- commands --------------------------------------------------------------------------
@@ -263,6 +280,10 @@ class Shard:
             pool_id = item.command.pool_id
             pool = self.pools.get(pool_id)
             decision = decide(pool, item.command, self.settings.slots_max)
+            if faults.active("no_capacity_check"):  # a deliberately broken test build
+                decision = faults.ignore_capacity(
+                    decide, pool, item.command, self.settings.slots_max, decision
+                )
             for event in decision.events:
                 pool = evolve(pool, event, self.settings.retention)
                 seq += 1
@@ -272,7 +293,7 @@ class Shard:
             if decision.events:
                 self.pools[pool_id] = pool
                 touched.add(pool_id)
-            answers.append((item, _result(item.command, decision, pool)))
+            answers.append((item, _result(item.command, decision, pool, self.epoch)))
         if records:
             await self._commit(records, touched, answers)
         else:
@@ -287,9 +308,17 @@ class Shard:
     ) -> None:
         self._in_flight = frozenset(touched)
         self._commit_done = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
+        if faults.active("reply_before_commit"):  # a deliberately broken test build
+            for item, result in answers:
+                _resolve(item.future, result)
+            await asyncio.sleep(0.01)  # let the replies go out before the commit
+        faults.point("append", self.shard_id)  # test-only pause point
         try:
             await self.log.append(records)
         except CapsvcError as error:
+            if self.observer is not None:
+                self.observer.commit_failed(self, error)
             await self._undo(touched, error)
             for item, result in answers:
                 if item.command.pool_id in touched:
@@ -303,6 +332,8 @@ class Shard:
         self.last_seq = records[-1].seq
         self.event_count += len(records)
         self.batches += 1
+        if self.observer is not None:
+            self.observer.committed(self, len(answers), len(records), time.perf_counter() - started)
         self._events_since_checkpoint += len(records)
         for record in records:
             self._pool_seqs[record.pool_id] = record.seq
@@ -390,9 +421,12 @@ def _default_on_crash(error: BaseException) -> None:
     os._exit(70)
 
 
-def _result(command: cmd.Command, decision: Decision, pool: Pool | None) -> CommandResult:
+def _result(
+    command: cmd.Command, decision: Decision, pool: Pool | None, epoch: int
+) -> CommandResult:
+    version = pool.version if pool is not None else None
     if decision.rejection is not None:
-        return CommandResult(rejection=decision.rejection)
+        return CommandResult(rejection=decision.rejection, epoch=epoch, version=version)
     assert pool is not None
     if isinstance(command, cmd.ReserveCapacity | cmd.ReleaseReservation):
         assert decision.reservation_id is not None
@@ -404,9 +438,11 @@ def _result(command: cmd.Command, decision: Decision, pool: Pool | None) -> Comm
             body=body,
             created=isinstance(command, cmd.ReserveCapacity) and not decision.replayed,
             replayed=decision.replayed,
+            epoch=epoch,
+            version=version,
         )
     created = isinstance(command, cmd.DefinePool) and bool(decision.events)
-    return CommandResult(body=pool_view(pool), created=created)
+    return CommandResult(body=pool_view(pool), created=created, epoch=epoch, version=version)
 
 
 def _resolve(future: asyncio.Future, result: CommandResult) -> None:

@@ -10,6 +10,9 @@ Drain order on SIGTERM, embedded: the router first (it stops accepting and finis
 flight, which needs the workers), then the workers (finish queued commands, checkpoint, close).
 In a cluster the other way round: the workers hand their shards off to other hosts while the
 router still forwards this host's clients to the new owners; then the router stops.
+
+Under systemd (`Type=notify`) it reports readiness, reloads and the drain, and pings the
+watchdog; SIGHUP reloads the configuration file (see `capsvc/supervisor/lifecycle.py`).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from capsvc.config import Config, config_to_json
+from capsvc.config import Config, ConfigError, config_to_json
 from capsvc.paths import lock_file
-from capsvc.router.auth import ensure_admin_token
+from capsvc.router.auth import ensure_admin_token, load_tokens
+from capsvc.supervisor.lifecycle import Lifecycle, local_url, plan_reload
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,7 @@ class Child:
     backoff_ms: int = 0
     restarts: int = 0
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    planned_restart: bool = False  # stopped on purpose (reload): start again at once
 
     @property
     def name(self) -> str:
@@ -73,13 +79,23 @@ def bind_public_socket(config: Config) -> socket.socket:
 
 
 class Supervisor:
-    def __init__(self, config: Config, listen: socket.socket) -> None:
+    def __init__(
+        self,
+        config: Config,
+        listen: socket.socket,
+        reload_config: Callable[[], Config] | None = None,
+    ) -> None:
         self.config = config
         self.listen = listen
         self.children = [Child("worker", i) for i in range(config.worker_count)]
         self.children.append(Child("router", 0))
         self.stopping = False
         self._config_json = config_to_json(config).encode()
+        # Reads NOTIFY_SOCKET and WATCHDOG_* and removes them before any child is started.
+        self.lifecycle = Lifecycle(config, local_url(listen.getsockname()))
+        self._reload_config = reload_config
+        self._reload_wanted = asyncio.Event()
+        self._tokens = load_tokens(config)
 
     async def _spawn(self, child: Child) -> None:
         argv = [
@@ -118,6 +134,10 @@ class Supervisor:
             child.exited.set()
             if self.stopping:
                 return
+            if child.planned_restart:
+                child.planned_restart = False
+                log.info("restarting %s with the reloaded configuration", child.name)
+                continue
             ran_ms = (time.monotonic() - child.started_at) * 1000
             if ran_ms >= s.restart_backoff_reset_ms:
                 child.backoff_ms = 0
@@ -141,12 +161,65 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
         watchers = [asyncio.create_task(self._watch(c), name=c.name) for c in self.children]
+        background = self.lifecycle.start(lambda: self.children)
+        background.append(asyncio.create_task(self._reload_loop(), name="reload"))
         await stop.wait()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         return await self._drain(watchers)
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            await self.reload()
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the configuration file and apply what needs no restart."""
+        lifecycle = self.lifecycle
+        lifecycle.ready = False
+        lifecycle.notifier.reloading()
+        if self._reload_config is None:
+            await lifecycle.reloaded("refused", "reload: no configuration file to re-read", False)
+            return
+        try:
+            loaded = self._reload_config()
+            plan = plan_reload(self.config, loaded, load_tokens(loaded) != self._tokens)
+        except ConfigError as e:
+            log.error("reload refused, the running configuration stays: %s", e)
+            await lifecycle.reloaded("refused", f"reload refused: {e}", False)
+            return
+        self.config = lifecycle.config = plan.effective
+        self._config_json = config_to_json(plan.effective).encode()
+        self._tokens = load_tokens(plan.effective)
+        _apply_logging(plan.effective)
+        if plan.need_restart:
+            log.warning("changed keys that apply only after a restart: %s", ", ".join(plan.need_restart))
+        log.info(
+            "configuration reloaded",
+            extra={"changed": list(plan.changed), "router_restarted": plan.restart_router},
+        )
+        router = next(c for c in self.children if c.role == "router")
+        if plan.restart_router and router.process is not None and router.process.returncode is None:
+            # The listening socket stays open here: connections wait in the backlog meanwhile.
+            old, router.planned_restart = router.process, True
+            old.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(old.wait(), self.config.supervisor.drain_timeout_ms / 1000)
+            except TimeoutError:
+                old.kill()
+                await old.wait()
+        status = f"reloaded: {len(plan.changed)} keys changed"
+        if plan.need_restart:
+            status += f", {len(plan.need_restart)} need a restart"
+        await lifecycle.reloaded("applied", status, wait_router=plan.restart_router)
 
     async def _drain(self, watchers: list[asyncio.Task]) -> int:
         self.stopping = True
+        self.lifecycle.stopping()
         log.info("draining")
         self.listen.close()
         timeout_s = self.config.supervisor.drain_timeout_ms / 1000
@@ -185,7 +258,16 @@ class Supervisor:
         return clean
 
 
-async def run_supervisor(config: Config) -> int:
+def _apply_logging(config: Config) -> None:
+    from capsvc.logs import configure_logging
+
+    configure_logging(config.logging.level, config.logging.format, "supervisor")
+
+
+async def run_supervisor(
+    config: Config, reload_config: Callable[[], Config] | None = None
+) -> int:
+    """Run until SIGTERM. `reload_config` re-reads the configuration file (for SIGHUP)."""
     lock_fd = lock_data_dir(config)
     try:
         token_file = ensure_admin_token(config)
@@ -198,6 +280,6 @@ async def run_supervisor(config: Config) -> int:
             f"data in {config.data_dir}",
             flush=True,
         )
-        return await Supervisor(config, listen).run()
+        return await Supervisor(config, listen, reload_config).run()
     finally:
         os.close(lock_fd)

@@ -25,14 +25,31 @@ from capsvc.errors import ShardUnavailable, UpstreamTimeout
 from capsvc.http import parsing
 from capsvc.http.problems import error_problem, problem, problem_middleware, rejection_problem
 from capsvc.http.routes import ACTOR_HEADER, INTERNAL_FEED, INTERNAL_POOLS, INTERNAL_STATUS, ROUTES
+from capsvc.planning.history import fold_until
 from capsvc.shard.shard import CommandResult, Shard, ShardState
 from capsvc.sharding import shard_for_pool
 from capsvc.storage.codec import encode_event
+from capsvc.worker.ops_routes import install_ops
 
 SHARDS = web.AppKey("shards", dict)
 CONFIG = web.AppKey("config", Config)
 WORKER_INDEX = web.AppKey("worker_index", int)
 CHANGED = web.AppKey("changed", asyncio.Event)
+EPOCH_HEADER = "X-Capsvc-Epoch"
+VERSION_HEADER = "X-Capsvc-Version"
+
+
+_NONCES = bytearray()
+
+
+def _nonce() -> str:
+    """12 hex digits from the OS's CSPRNG, read in bulk: one getrandom call per 680 ids."""
+    global _NONCES
+    if len(_NONCES) < 6:
+        _NONCES = bytearray(secrets.token_bytes(4096))
+    value = _NONCES[:6].hex()
+    del _NONCES[:6]
+    return value
 
 
 def _now_ms() -> int:
@@ -75,10 +92,22 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _render(result: CommandResult) -> web.Response:
     if result.rejection is not None:
-        return rejection_problem(result.rejection)
-    if result.replayed:
-        return _json(result.body, 201, {"Idempotent-Replayed": "true"})
-    return _json(result.body, 201 if result.created else 200)
+        response = rejection_problem(result.rejection)
+    elif result.replayed:
+        response = _json(result.body, 201, {"Idempotent-Replayed": "true"})
+    else:
+        response = _json(result.body, 201 if result.created else 200)
+    return _with_order(response, result)
+
+
+def _with_order(response: web.Response, result: CommandResult) -> web.Response:
+    """Where the command sits in its pool's history: the shard's epoch and the pool's version
+    after it (for a replay or a refusal, the version it observed)."""
+    if result.epoch is not None:
+        response.headers[EPOCH_HEADER] = str(result.epoch)
+    if result.version is not None:
+        response.headers[VERSION_HEADER] = str(result.version)
+    return response
 
 
 # -- public routes (reached through the router) --------------------------------------------
@@ -102,7 +131,7 @@ async def add_slot(request: web.Request) -> web.Response:
     slot = parsing.parse_slot(body, "", _limits(request.app[CONFIG]))
     result = await _execute(request, cmd.AddSlot(pool_id, slot))
     if result.rejection is None:
-        return _json(result.body, 201)
+        return _with_order(_json(result.body, 201), result)
     return _render(result)
 
 
@@ -119,7 +148,7 @@ async def reserve(request: web.Request) -> web.Response:
     key = parsing.idempotency_key(request)
     body = await parsing.read_json_object(request)
     command = parsing.parse_reserve(
-        pool_id, body, key, _limits(request.app[CONFIG]), secrets.token_hex(6), _now_ms()
+        pool_id, body, key, _limits(request.app[CONFIG]), _nonce(), _now_ms()
     )
     return _render(await _execute(request, command))
 
@@ -177,6 +206,28 @@ async def pool_events(request: web.Request) -> web.Response:
     return _json(
         {"pool_id": pool_id, "version": pool.version, "events": events, "next_after": next_after}
     )
+
+
+async def admin_get_pool(request: web.Request) -> web.Response:
+    """The pool now, or with `as_of` the pool as it was then, rebuilt from its events."""
+    pool_id = parsing.path_id(request, "pool_id")
+    as_of_ms = parsing.query_time_ms(request, "as_of")
+    shard = _shard(request, pool_id)
+    pool = await shard.read_pool(pool_id)
+    if pool is None:
+        return problem(rj.POOL_NOT_FOUND, f"no pool {pool_id}")
+    if as_of_ms is None:
+        return _json(pool_view(pool))
+    past, version, page = None, pool.version, 5000
+    while past is None or past.version < version:
+        stored = await shard.log.pool_events(pool_id, past.version if past else 0, page)
+        past, later = fold_until(past, stored, as_of_ms, shard.settings.retention)
+        if later or len(stored) < page:
+            break
+    as_of = request.query["as_of"]
+    if past is None:
+        return problem(rj.POOL_NOT_FOUND, f"pool {pool_id} did not exist yet at {as_of}")
+    return _json({**pool_view(past), "as_of": as_of})
 
 
 # -- internal routes (router only) ---------------------------------------------------------
@@ -332,4 +383,5 @@ def make_worker_app(
     app.router.add_get(INTERNAL_FEED, feed)
     app.router.add_get(INTERNAL_STATUS, status)
     app.router.add_get(INTERNAL_POOLS, list_pools)
+    install_ops(app, config, shards, worker_index)  # metrics, request ids, backup, probe
     return app

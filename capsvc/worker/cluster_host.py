@@ -29,6 +29,7 @@ from capsvc.cluster.zk import Zk, decode
 from capsvc.config import Config
 from capsvc.errors import CapsvcError
 from capsvc.shard.shard import Shard, ShardState
+from capsvc.testing import faults
 
 log = logging.getLogger(__name__)
 CLAIM_BUSY_TIMEOUT_MS = 200  # a locked file is retried by the reconcile loop, not waited on
@@ -169,6 +170,7 @@ class ClusterShardHost:
         if shard is not None:
             await shard.drain()  # stop taking commands, finish the queue, checkpoint, close
             self.shards.pop(shard_id, None)
+            faults.point("handoff", shard_id)  # test-only pause point
         claim = self.claims.pop(shard_id, None)
         if claim is not None:
             try:
