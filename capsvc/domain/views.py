@@ -44,26 +44,9 @@ def reservation_view(pool: Pool, reservation: Reservation, *, as_created: bool =
 
 
 def availability_view(pool: Pool) -> dict[str, Any]:
-    """What the read model needs of a pool: the grid for customers plus planners' numbers."""
-    return {
-        "pool_id": pool.pool_id,
-        "kind": pool.kind,
-        "region": pool.region,
-        "date": pool.date,
-        "version": pool.version,
-        "total_capacity": pool.total_capacity,
-        "total_reserved": pool.total_reserved,
-        "slots": [
-            {
-                "slot_id": s.slot_id,
-                "starts_at": s.starts_at,
-                "ends_at": s.ends_at,
-                "capacity": s.capacity,
-                "reserved": s.reserved,
-                "available": (a := pool.available(s)),
-                "open": s.open,
-                "bookable": s.open and a > 0,
-            }
-            for s in pool.slots.values()
-        ],
-    }
+    """What the read model needs of a pool: the planners' numbers plus, per slot, whether a
+    customer can book it."""
+    view = pool_view(pool)
+    for slot in view["slots"]:
+        slot["bookable"] = slot["open"] and slot["available"] > 0
+    return view

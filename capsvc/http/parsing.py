@@ -88,7 +88,7 @@ def query_date(request: web.Request, name: str, *, required: bool) -> str | None
         if required:
             raise bad_parameter(name, "is required")
         return None
-    if not _is_date(value):
+    if not is_date(value):
         raise bad_parameter(name, "must be a date YYYY-MM-DD")
     return value
 
@@ -142,7 +142,8 @@ def _int(value: Any, field: str, low: int, high: int) -> int:
     return value
 
 
-def _is_date(value: Any) -> bool:
+def is_date(value: Any) -> bool:
+    """A real calendar date written YYYY-MM-DD."""
     if not isinstance(value, str) or not _DATE.fullmatch(value):
         return False
     try:
@@ -189,7 +190,7 @@ def parse_define_pool(pool_id: str, body: dict[str, Any], limits: InputLimits) -
     kind = _id(_req(body, "kind"), "kind")
     region = _id(_req(body, "region"), "region")
     date = _req(body, "date")
-    if not _is_date(date):
+    if not is_date(date):
         raise invalid("date", "must be a date YYYY-MM-DD")
     total = _total(body.get("total_capacity"), limits)
     raw_slots = _req(body, "slots")
@@ -285,7 +286,7 @@ def parse_plan_row(row: dict[str, str], limits: InputLimits) -> cmd.DefinePool:
     pool_id = _id(row["pool_id"], "pool_id")
     kind = _id(row["kind"], "kind")
     region = _id(row["region"], "region")
-    if not _is_date(row["date"]):
+    if not is_date(row["date"]):
         raise invalid("date", "must be a date YYYY-MM-DD")
     times = {"slot_id": row["slot_id"], "starts_at": row["starts_at"], "ends_at": row["ends_at"]}
     slot = parse_slot({**times, "capacity": 0}, "", limits)

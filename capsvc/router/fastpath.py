@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import datetime as dt
 import http
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +34,7 @@ import httptools
 
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.errors import CapsvcError, UpstreamUnavailable
+from capsvc.http.parsing import is_date
 from capsvc.http.problems import PROBLEMS
 from capsvc.router.rawclient import NotSent, RawResponse
 
@@ -45,7 +44,6 @@ KEEPALIVE_S = 75.0
 HEADERS_MAX_BYTES = 16 * 1024
 PIPELINE_MAX = 16
 GRID_CACHE_MAX = 4096
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 FORWARD_REQUEST = (b"content-type", b"idempotency-key")
 FORWARD_RESPONSE = (b"content-type", b"idempotent-replayed", b"retry-after",
                     b"x-capsvc-epoch", b"x-capsvc-version")
@@ -261,18 +259,8 @@ def valid_target(route: str, target: str | None, url: bytes) -> bool:
     if any(len(v) != 1 for v in query.values()) or set(query) - {"region", "date", "kind"}:
         return False
     region, date, kind = (query.get(k, [None])[0] for k in ("region", "date", "kind"))
-    return (is_valid_id(region) and date is not None and _valid_date(date)
+    return (is_valid_id(region) and date is not None and is_date(date)
             and (kind is None or kind == "" or is_valid_id(kind)))
-
-
-def _valid_date(value: str) -> bool:
-    if not _DATE.fullmatch(value):
-        return False
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
 
 
 class FrontProtocol(asyncio.Protocol):
