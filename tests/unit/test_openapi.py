@@ -15,6 +15,11 @@ DOC = openapi_document()
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 
 EXPECTED_STATUSES = {
+    "admin_get_pool": {"200", "400", "401", "404"},
+    "pool_timeline": {"200", "400", "401", "404"},
+    "board": {"200", "400", "401"},
+    "apply_plan": {"200", "400", "401", "409", "413", "422"},
+    "export_plan": {"200", "400", "401"},
     "define_pool": {"200", "201", "400", "401", "409", "413", "422"},
     "get_pool": {"200", "400", "404"},
     "reserve": {"201", "400", "404", "409", "413", "422", "503", "504"},
