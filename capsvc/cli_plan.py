@@ -180,7 +180,7 @@ def _describe(change: dict[str, Any]) -> str:
     if kind == "refused":
         return f"{what} REFUSED ({change['code']}): {change['detail']}"
     if change["field"] == "pool":
-        return f"new pool: {change.get('detail', '')}"
+        return change.get("detail") or "new pool"
     if change["field"] == "slot":
         return f"{what} new slot, capacity {change['after']}"
     before = "none" if change["before"] is None else change["before"]

@@ -143,7 +143,7 @@ def diff_pool(planned: PlannedPool, now: dict[str, Any] | None, slots_max: int) 
             planned.line,
             field="pool",
             after=units,
-            detail=f"new {d.kind} pool with {len(d.slots)} slots, {units} units",
+            detail=f"new {d.kind} pool: {len(d.slots)} slot(s), {units} units",
         )
         return PoolDiff(
             d.pool_id, planned.line, False, (change,), (Step("PUT", path, body, change),)

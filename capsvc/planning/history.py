@@ -70,6 +70,7 @@ class _Timeline:
                 "kind": "bookings",
                 "minute_ms": minute,
                 "at_ms": event["at_ms"],
+                "until_ms": event["at_ms"],
                 "first_version": event["version"],
                 "last_version": event["version"],
                 "reservations": 0,
@@ -81,6 +82,7 @@ class _Timeline:
             }
             self.entries.append(bucket)
         bucket["last_version"] = event["version"]
+        bucket["until_ms"] = event["at_ms"]
         data = event["data"]
         if event["type"] == "CapacityReserved":
             slot, units = data["slot_id"], data["units"]
@@ -109,7 +111,8 @@ class _Timeline:
                 self.capacity[slot[0]] = slot[3]
             self.total = (data["total_capacity"],)
             units = sum(s[3] for s in data["slots"])
-            summary = f"pool defined: {len(data['slots'])} slots, {units} units"
+            n = len(data["slots"])
+            summary = f"pool defined: {n} slot{'s' if n != 1 else ''}, {units} units"
             if data["total_capacity"] is not None:
                 summary += f", total capacity {data['total_capacity']}"
         elif kind == "SlotAdded":

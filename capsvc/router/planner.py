@@ -219,10 +219,14 @@ class _PlannerApi:
                 for worker in state.topology.clients()
             )
         )
-        pools = [p for answer in answers for p in answer["pools"]]
+        pools: dict[str, dict[str, Any]] = {}
+        for view in (p for answer in answers for p in answer["pools"]):
+            # during a handoff the old and the new owner may both answer for a pool
+            if view["pool_id"] not in pools or view["version"] > pools[view["pool_id"]]["version"]:
+                pools[view["pool_id"]] = view
         name = f"plan-{region}-{dates[0]}-{dates[-1]}.csv".replace(":", "_")
         return web.Response(
-            text=export_csv(pools),
+            text=export_csv(pools.values()),
             content_type="text/csv",
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},

@@ -237,11 +237,12 @@ function onFilterChange() {
   if (!from) return;
   if (daysBetween(from, to) < 0) to = from;
   if (daysBetween(from, to) > 13) to = addDays(from, 13);
+  const region = $("region-select").value;
+  S.autoJump = region !== S.region; // another region: go to its nearest day with pools
   S.from = from;
   S.to = to;
-  S.region = $("region-select").value;
+  S.region = region;
   S.kind = $("kind-select").value;
-  S.autoJump = false;
   syncFilterInputs();
   loadBoard();
 }
@@ -360,11 +361,11 @@ function takePool(view) {
 
 function fillRegionSelect(regions) {
   const select = $("region-select");
-  const wanted = [...new Set([...regions, S.region].filter(Boolean))].sort();
+  let wanted = [...new Set([...regions, S.region].filter(Boolean))].sort();
+  if (!wanted.length) wanted = [""];
   const current = [...select.options].map((o) => o.value);
   if (JSON.stringify(current) !== JSON.stringify(wanted)) {
-    select.replaceChildren(...wanted.map((r) => el("option", { value: r }, r)));
-    if (!wanted.length) select.append(el("option", { value: "" }, "no regions yet"));
+    select.replaceChildren(...wanted.map((r) => el("option", { value: r }, r || "no regions yet")));
   }
   select.value = S.region;
 }
@@ -805,7 +806,7 @@ function hasChanges(report) {
 function describeChange(c) {
   const what = c.slot_id ? `slot ${c.slot_id}` : "pool";
   if (c.change === "refused") return el("span", { class: "change-refused" }, `${what}: refused (${c.code}): ${c.detail}`);
-  if (c.field === "pool") return `new pool: ${c.detail || ""}`;
+  if (c.field === "pool") return c.detail || "new pool";
   if (c.field === "slot") return `${what}: new slot, capacity ${c.after}`;
   const show = (v) => (v === null ? "none" : v);
   return `${what}: ${c.field.replace("_", " ")} ${show(c.before)} → ${show(c.after)} (${c.change})`;
@@ -859,9 +860,10 @@ function openCopyDialog() {
   const kinds = [...new Set(pools().map((p) => p.kind))].sort();
   $("copy-kind").replaceChildren(el("option", { value: "" }, "all types"), ...kinds.map((k) => el("option", { value: k }, k)));
   $("copy-kind").value = S.kind;
-  const start = source.value ? addDays(source.value, 1) : S.from;
+  // onto the days shown when they are empty, else onto the day after the source
+  const start = shown.length || !source.value ? addDays(source.value || S.from, 1) : S.from;
   $("copy-from").value = start;
-  $("copy-to").value = start;
+  $("copy-to").value = shown.length || !source.value ? start : S.to;
   $("copy-dialog").showModal();
 }
 
@@ -911,6 +913,7 @@ function openHistory(poolId) {
   S.timelineBefore = null;
   $("history-dialog").showModal();
   loadTimeline(false);
+  showAsOf(Date.now());
   $("asof-input").focus();
 }
 
@@ -934,8 +937,8 @@ async function loadTimeline(older) {
 }
 
 function timelineItem(entry) {
-  const after = entry.kind === "bookings" ? entry.minute_ms + 59999 : entry.at_ms;
-  const when = entry.kind === "bookings" ? entry.minute_ms : entry.at_ms;
+  const after = entry.kind === "bookings" ? entry.until_ms : entry.at_ms;
+  const when = entry.at_ms;
   const who = entry.kind === "bookings" ? "customers" : actorLabel(entry.actor);
   return el("li", { class: entry.kind },
     el("button", { type: "button", title: "Show the pool right after this", onclick: () => showAsOf(after) },
