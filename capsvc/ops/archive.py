@@ -187,8 +187,9 @@ def show(config: Config, pool_id: str) -> dict[str, Any]:
     for path in sorted(archive_dir(config).glob("*.sqlite3")):
         arc = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            row = arc.execute("SELECT shard, archived_at_ms FROM pools WHERE pool_id = ?",
-                              (pool_id,)).fetchone()
+            row = arc.execute(
+                "SELECT shard, archived_at_ms FROM pools WHERE pool_id = ?", (pool_id,)
+            ).fetchone()
             if row is None:
                 continue
             events = arc.execute(
@@ -208,10 +209,18 @@ def _render(config, pool_id: str, path: Path, row, events) -> dict[str, Any]:
     for seq, _pool, version, type_name, schema, epoch, at_ms, actor, body in events:
         event = decode_event(type_name, schema, body)
         pool = evolve(pool, event, retention)
-        history.append({
-            "seq": seq, "version": version, "type": type_name, "schema": schema,
-            "epoch": epoch, "at_ms": at_ms, "actor": actor, "data": _fields(event),
-        })
+        history.append(
+            {
+                "seq": seq,
+                "version": version,
+                "type": type_name,
+                "schema": schema,
+                "epoch": epoch,
+                "at_ms": at_ms,
+                "actor": actor,
+                "data": _fields(event),
+            }
+        )
     return {
         "pool_id": pool_id,
         "archive_file": str(path),

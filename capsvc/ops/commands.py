@@ -76,9 +76,8 @@ def _backup(args: argparse.Namespace, config: Config) -> int:
 
     manifest = backup(config, args.dir, args.timeout_s)
     files = sum(1 for s in manifest["shards"].values() if not s.get("absent"))
-    text = (
-        f"{manifest['mode']} backup in {args.dir.resolve()}: {files} shard files"
-        + ("" if manifest["complete"] else f"; MISSING {manifest['missing']}")
+    text = f"{manifest['mode']} backup in {args.dir.resolve()}: {files} shard files" + (
+        "" if manifest["complete"] else f"; MISSING {manifest['missing']}"
     )
     _print(args, manifest, text)
     return 0 if manifest["complete"] else 1
@@ -116,8 +115,10 @@ def _archive(args: argparse.Namespace, config: Config) -> int:
     result = archive.archive(config, args.before, args.dry_run)
     verb = "would archive" if args.dry_run else "archived"
     lines = [f"{verb} {len(result['archived'])} pools dated before {result['before']}"]
-    lines += [f"  {p['pool_id']} (shard {p['shard']}, {p['events']} events) -> {p['file']}"
-              for p in result["archived"]]
+    lines += [
+        f"  {p['pool_id']} (shard {p['shard']}, {p['events']} events) -> {p['file']}"
+        for p in result["archived"]
+    ]
     lines += [f"  kept {p['pool_id']} (shard {p['shard']}): {p['why']}" for p in result["kept"]]
     _print(args, result, "\n".join(lines))
     return 0

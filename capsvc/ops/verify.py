@@ -141,7 +141,9 @@ def _check_file(db: sqlite3.Connection, report: ShardReport) -> bool:
     if head.fmt != FILE_FORMAT:
         report.problem(f"file format {head.fmt!r}, expected {FILE_FORMAT}")
     if head.checkpoint_seq > head.last_seq:
-        report.problem(f"checkpoint_seq {head.checkpoint_seq} is after the last seq {head.last_seq}")
+        report.problem(
+            f"checkpoint_seq {head.checkpoint_seq} is after the last seq {head.last_seq}"
+        )
     return True
 
 

@@ -46,7 +46,8 @@ async def host_exposition(
     texts = await asyncio.gather(*(_fetch(w) for w in local))
     families: dict[str, Metric] = {}
     up = GaugeMetricFamily(
-        "capsvc_metrics_source_up", "1 if the source's metrics are in this scrape",
+        "capsvc_metrics_source_up",
+        "1 if the source's metrics are in this scrape",
         labels=["source"],
     )
     for part in router_parts:
@@ -109,7 +110,8 @@ def _merge(into: dict[str, Metric], families: Iterable[Metric], labels: dict[str
 
 def _owner_family(shards: list[dict[str, Any]]) -> GaugeMetricFamily:
     family = GaugeMetricFamily(
-        "capsvc_shard_owner", "1 for each shard's current owner (host, worker)",
+        "capsvc_shard_owner",
+        "1 for each shard's current owner (host, worker)",
         labels=["shard", "host", "worker"],
     )
     for row in shards:

@@ -21,6 +21,17 @@ SNAPSHOT_SCHEMA = 1
 # (event type, stored version) -> function turning that body into the next version's body
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
+
+def _slot_spec_v0(spec: dict[str, Any]) -> list[Any]:
+    return [spec["slot_id"], spec["starts_at"], spec["ends_at"], spec["capacity"]]
+
+
+# v0, the first (pre-release) file format: slot specs were JSON objects, and a reservation had
+# no order_ref. Shard files from then still load (tests/data/legacy-v0-shard.sqlite3).
+UPCASTERS[("PoolDefined", 0)] = lambda d: {**d, "slots": [_slot_spec_v0(s) for s in d["slots"]]}
+UPCASTERS[("SlotAdded", 0)] = lambda d: {**d, "slot": _slot_spec_v0(d["slot"])}
+UPCASTERS[("CapacityReserved", 0)] = lambda d: {**d, "order_ref": None}
+
 _BY_NAME: dict[str, type] = {t.__name__: t for t in ev.EVENT_TYPES}
 _FIELDS: dict[type, tuple[str, ...]] = {t: t.__slots__ for t in ev.EVENT_TYPES}
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -7,7 +7,8 @@
   `supervisor.start_timeout_ms` (a damaged shard file fails closed and stays unready), the
   supervisor still sends `READY=1`, with a `STATUS=degraded: ...` line and an error in the
   log: systemd must not kill and restart a host whose other shards are serving (the unit's
-  `TimeoutStartSec=` is longer than `start_timeout_ms`).
+  `TimeoutStartSec=` is longer than `start_timeout_ms`). It keeps checking every
+  `DEGRADED_POLL_S` and clears the status once every shard is ready.
 - **Watchdog**: `WATCHDOG=1` every half `$WATCHDOG_USEC`, from the supervisor's event loop: a
   supervisor whose loop is stuck stops pinging and systemd restarts the service.
 - **Metrics**: the supervisor has no HTTP server; it writes its registry to
@@ -24,6 +25,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -42,6 +44,7 @@ from capsvc.supervisor.notify import Notifier
 
 log = logging.getLogger(__name__)
 READY_POLL_S = 0.25
+DEGRADED_POLL_S = 5.0
 METRICS_EVERY_S = 2.0
 CHECK_TIMEOUT_S = 3.0
 SUPERVISOR_METRICS_FILE = "supervisor.prom"  # read by capsvc.router.metrics
@@ -97,7 +100,9 @@ async def probe_worker(config: Config, index: int) -> tuple[bool, str]:
         return False, f"not answering ({type(e).__name__})"
     if status == 200:
         return True, "ok"
-    failing = [s for s in body.get("shards", []) if not s.get("ok")] if isinstance(body, dict) else []
+    failing = (
+        [s for s in body.get("shards", []) if not s.get("ok")] if isinstance(body, dict) else []
+    )
     if failing:
         first = failing[0]
         return False, f"shard {first.get('shard')}: {first.get('error')}"
@@ -111,9 +116,12 @@ class _SupervisorCollector:
         self.children = children
 
     def collect(self):  # noqa: ANN201 - prometheus_client protocol
-        up = GaugeMetricFamily("capsvc_supervisor_child_up", "1 while the child runs", labels=["child"])
+        up = GaugeMetricFamily(
+            "capsvc_supervisor_child_up", "1 while the child runs", labels=["child"]
+        )
         restarts = CounterMetricFamily(
-            "capsvc_supervisor_child_restarts", "Restarts of a child after it died",
+            "capsvc_supervisor_child_restarts",
+            "Restarts of a child after it died",
             labels=["child"],
         )
         for child in self.children():
@@ -129,15 +137,18 @@ class _SupervisorCollector:
         yield restarts
         yield reloads
         yield GaugeMetricFamily(
-            "capsvc_supervisor_ready", "1 once READY=1 was sent (0 while starting/reloading)",
+            "capsvc_supervisor_ready",
+            "1 once READY=1 was sent (0 while starting/reloading)",
             value=1.0 if self.lifecycle.ready else 0.0,
         )
         yield GaugeMetricFamily(
-            "capsvc_supervisor_degraded", "1 if start-up gave up waiting for every shard",
+            "capsvc_supervisor_degraded",
+            "1 if start-up gave up waiting for every shard",
             value=1.0 if self.lifecycle.degraded else 0.0,
         )
         yield GaugeMetricFamily(
-            "capsvc_supervisor_start_time_seconds", "Unix time the supervisor started",
+            "capsvc_supervisor_start_time_seconds",
+            "Unix time the supervisor started",
             value=self.lifecycle.started_at,
         )
 
@@ -166,9 +177,7 @@ def plan_reload(running: Config, loaded: Config, tokens_changed: bool) -> Reload
     need_restart = tuple(k for k in changed if k.split(".")[0] in RESTART_SECTIONS)
     kept = dataclasses.replace(loaded, service=running.service, cluster=running.cluster)
     effective = config_from_json(config_to_json(kept))  # validates the relations again
-    restart_router = tokens_changed or any(
-        k.split(".")[0] in ROUTER_SECTIONS for k in changed
-    )
+    restart_router = tokens_changed or any(k.split(".")[0] in ROUTER_SECTIONS for k in changed)
     return ReloadPlan(effective, changed, need_restart, restart_router)
 
 
@@ -181,10 +190,12 @@ class Lifecycle:
         self.url = url
         self.notifier = notifier or Notifier.from_environment()
         self.ready = False
+        self.started_up = False  # start-up's READY=1 was sent (reloads send their own after)
         self.degraded = False
         self.started_at = time.time()
         self.reloads: dict[str, int] = {}
         self._registry: CollectorRegistry | None = None
+        self._changed = asyncio.Event()  # write the metrics file now, not at the next tick
 
     def start(self, children: Callable[[], list[Any]]) -> list[asyncio.Task]:
         self._registry = CollectorRegistry()
@@ -197,23 +208,25 @@ class Lifecycle:
             tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
         return tasks
 
-    async def wait_ready(self, timeout_s: float) -> tuple[bool, str]:
+    async def wait_ready(
+        self, timeout_s: float, label: str = "starting", every_s: float = READY_POLL_S
+    ) -> tuple[bool, str]:
         """Poll until the host is ready or `timeout_s` passed; STATUS= shows the progress."""
         deadline = time.monotonic() + timeout_s
-        detail = "starting"
         while True:
             ok, detail = await check_ready(self.config, self.url)
             if ok:
                 return True, detail
-            self.notifier.status(f"starting: {detail}")
+            self.notifier.status(f"{label}: {detail}")
             if time.monotonic() >= deadline:
                 return False, detail
-            await asyncio.sleep(READY_POLL_S)
+            await asyncio.sleep(every_s)
 
     async def _become_ready(self) -> None:
         self.notifier.status("starting: recovering shards")
         ok, detail = await self.wait_ready(self.config.supervisor.start_timeout_ms / 1000)
-        self.ready = True
+        self.ready = self.started_up = True
+        self._changed.set()
         if ok:
             log.info("service ready", extra={"detail": detail})
             self.notifier.ready(detail)
@@ -224,19 +237,38 @@ class Lifecycle:
             extra={"detail": detail},
         )
         self.notifier.ready(f"degraded: {detail}")
+        # Keep watching, so that STATUS= and the metric clear once the shard recovers.
+        ok, detail = await self.wait_ready(float("inf"), "degraded", DEGRADED_POLL_S)
+        self.degraded = False
+        self._changed.set()
+        log.info("service ready after a degraded start", extra={"detail": detail})
+        self.notifier.status(detail)
+
+    def reloading(self) -> None:
+        if not self.started_up:
+            return  # still starting: the one READY=1 of start-up covers the reload too
+        self.ready = False
+        self._changed.set()
+        self.notifier.reloading()
 
     async def reloaded(self, outcome: str, status: str, wait_router: bool) -> None:
         """End of a reload: wait for the (restarted) router, then READY=1 again."""
         self.reloads[outcome] = self.reloads.get(outcome, 0) + 1
+        if not self.started_up:
+            self.notifier.status(status)
+            return
         if wait_router:
-            ok, detail = await self.wait_ready(self.config.supervisor.start_timeout_ms / 1000)
+            timeout_s = self.config.supervisor.start_timeout_ms / 1000
+            ok, detail = await self.wait_ready(timeout_s, "reloading")
             if not ok:
                 status = f"{status}; degraded: {detail}"
         self.ready = True
+        self._changed.set()
         self.notifier.ready(status)
 
     def stopping(self) -> None:
         self.ready = False
+        self._changed.set()
         self.notifier.stopping("stopping: draining")
 
     async def _watchdog_loop(self) -> None:
@@ -252,7 +284,10 @@ class Lifecycle:
                 await asyncio.to_thread(self.write_metrics, path)
             except OSError as e:  # a full /run must not stop the supervisor
                 log.warning("cannot write %s: %s", path, e)
-            await asyncio.sleep(METRICS_EVERY_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(METRICS_EVERY_S):
+                    await self._changed.wait()
+            self._changed.clear()
 
     def write_metrics(self, path) -> None:
         assert self._registry is not None

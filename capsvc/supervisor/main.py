@@ -180,8 +180,7 @@ class Supervisor:
     async def reload(self) -> None:
         """SIGHUP: re-read the configuration file and apply what needs no restart."""
         lifecycle = self.lifecycle
-        lifecycle.ready = False
-        lifecycle.notifier.reloading()
+        lifecycle.reloading()
         if self._reload_config is None:
             await lifecycle.reloaded("refused", "reload: no configuration file to re-read", False)
             return

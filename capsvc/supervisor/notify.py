@@ -111,7 +111,8 @@ class Notifier:
     def reloading(self, status: str = "reloading the configuration") -> bool:
         # MONOTONIC_USEC lets systemd >= 253 match this RELOADING=1 to the reload it asked for.
         return self.send(
-            RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
+            RELOADING=1,
+            MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
             STATUS=status,
         )
 

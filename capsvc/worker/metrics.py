@@ -34,63 +34,89 @@ class WorkerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
-            "capsvc_worker_requests", "Requests answered by the worker, by route and status",
-            ["route", "method", "status"], registry=r,
+            "capsvc_worker_requests",
+            "Requests answered by the worker, by route and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "capsvc_worker_request_duration_seconds",
             "Worker request latency by route and outcome status",
-            ["route", "status"], buckets=LATENCY_BUCKETS, registry=r,
+            ["route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_commands = Histogram(
-            "capsvc_commit_batch_commands", "Commands answered by one group commit",
-            buckets=BATCH_BUCKETS, registry=r,
+            "capsvc_commit_batch_commands",
+            "Commands answered by one group commit",
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.batch_events = Histogram(
-            "capsvc_commit_batch_events", "Events appended by one group commit",
-            buckets=BATCH_BUCKETS, registry=r,
+            "capsvc_commit_batch_events",
+            "Events appended by one group commit",
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.commit_latency = Histogram(
-            "capsvc_commit_duration_seconds", "Time to append and fsync one group commit",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "capsvc_commit_duration_seconds",
+            "Time to append and fsync one group commit",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.commit_failures = Counter(
-            "capsvc_commit_failures", "Appends that failed (memory reloaded from disk)",
-            ["code"], registry=r,
+            "capsvc_commit_failures",
+            "Appends that failed (memory reloaded from disk)",
+            ["code"],
+            registry=r,
         )
         self.recovery = Histogram(
             "capsvc_shard_recovery_duration_seconds",
             "Time to open a shard file and rebuild its pools (snapshots + replay)",
-            buckets=RECOVERY_BUCKETS, registry=r,
+            buckets=RECOVERY_BUCKETS,
+            registry=r,
         )
         self.replayed = Counter(
-            "capsvc_shard_replayed_events", "Events replayed by recoveries", ["shard"],
+            "capsvc_shard_replayed_events",
+            "Events replayed by recoveries",
+            ["shard"],
             registry=r,
         )
         self.failovers = Counter(
             "capsvc_shard_failovers",
             "Shard opened after its previous owner stopped without a clean close",
-            ["shard"], registry=r,
+            ["shard"],
+            registry=r,
         )
         self.handoffs = Counter(
             "capsvc_shard_handoffs",
             "Shard drained, checkpointed and closed by this worker (in a cluster: handed off)",
-            ["shard"], registry=r,
+            ["shard"],
+            registry=r,
         )
         self.shard_failures = Counter(
-            "capsvc_shard_failures", "Shards that failed closed", ["shard", "code"], registry=r,
+            "capsvc_shard_failures",
+            "Shards that failed closed",
+            ["shard", "code"],
+            registry=r,
         )
         self.replays = Counter(
             "capsvc_idempotent_replays",
-            "Reservations answered as idempotent replays, by pool kind", ["kind"], registry=r,
+            "Reservations answered as idempotent replays, by pool kind",
+            ["kind"],
+            registry=r,
         )
         self.exhausted = Counter(
             "capsvc_capacity_exhausted",
-            "Reservations refused with capacity_exhausted, by pool kind", ["kind"], registry=r,
+            "Reservations refused with capacity_exhausted, by pool kind",
+            ["kind"],
+            registry=r,
         )
         self.zk_states = Counter(
             "capsvc_zookeeper_state_changes",
-            "ZooKeeper connection state changes seen by this worker", ["state"], registry=r,
+            "ZooKeeper connection state changes seen by this worker",
+            ["state"],
+            registry=r,
         )
 
     # -- ShardObserver ------------------------------------------------------------------------

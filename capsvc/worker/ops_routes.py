@@ -68,6 +68,7 @@ def install_ops(app: web.Application, config: Config, shards: dict[int, Shard], 
 def _observe(metrics: WorkerMetrics, shards: dict[int, Shard], config: Config):
     shard_count = config.service.shard_count
     request_log = config.logging.request_log
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() is slow: keep them
 
     def pool_kind(request: web.Request) -> str:
         pool_id = request.match_info.get("pool_id", "")
@@ -79,8 +80,15 @@ def _observe(metrics: WorkerMetrics, shards: dict[int, Shard], config: Config):
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         elapsed = time.perf_counter() - started
-        metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route, str(status)).observe(elapsed)
+        key = (route, request.method, status)
+        pair = children.get(key)
+        if pair is None:
+            pair = children[key] = (
+                metrics.requests.labels(route, request.method, str(status)),
+                metrics.latency.labels(route, str(status)),
+            )
+        pair[0].inc()
+        pair[1].observe(elapsed)
         if route == RESERVE_ROUTE and response is not None:
             if status == 201 and response.headers.get("Idempotent-Replayed") == "true":
                 metrics.replays.labels(pool_kind(request)).inc()
