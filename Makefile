@@ -19,6 +19,7 @@ run: venv
 	$(BIN)/capsvc serve --config config.toml
 
 test: venv
+	./scripts/test-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

@@ -37,6 +37,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid_parameter": (400, "Invalid parameter"),
     "invalid_field": (422, "Invalid field"),
     "body_too_large": (413, "Request body too large"),
+    "uri_too_long": (414, "Request target too long"),
+    "headers_too_large": (431, "Request headers too large"),
     "unauthorized": (401, "Unauthorized"),
     "forbidden": (403, "Forbidden"),
     "not_found": (404, "Not found"),

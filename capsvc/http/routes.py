@@ -52,6 +52,7 @@ ROUTES: tuple[Route, ...] = (
 INTERNAL_FEED = "/internal/feed"
 INTERNAL_STATUS = "/internal/status"
 INTERNAL_POOLS = "/internal/pools"
+INTERNAL_PROBE = "/internal/probe"
 
 REQUEST_ID_HEADER = "X-Request-Id"
 ACTOR_HEADER = "X-Capsvc-Actor"

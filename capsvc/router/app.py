@@ -27,6 +27,7 @@ from capsvc.http.problems import problem, problem_middleware
 from capsvc.http.routes import (
     ACTOR_HEADER,
     INTERNAL_POOLS,
+    INTERNAL_PROBE,
     INTERNAL_STATUS,
     REQUEST_ID_HEADER,
     ROUTES,
@@ -215,14 +216,36 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
 
+async def _probes(clients: list[WorkerClient]) -> dict[int, dict[str, Any]]:
+    """Shard id -> its owner's probe result: a real read of the shard's file, not just "the
+    process is up" (groups of entities can be down while every process looks healthy)."""
+
+    async def one(worker: WorkerClient) -> list[dict[str, Any]]:
+        try:
+            response = await worker.request("GET", INTERNAL_PROBE, timeout_s=3.0)
+            return json.loads(response.body).get("shards", [])
+        except (CapsvcError, ValueError):
+            return []
+
+    results = await asyncio.gather(*(one(w) for w in clients))
+    return {r["shard"]: r for rs in results for r in rs}
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready only when every shard is owned and recovered and the read model has loaded."""
+    """Ready only when every shard is owned, recovered and answers a real read of its file,
+    and the read model has loaded."""
     state = _state(request)
-    shards = _shard_table(state, await _statuses(state.topology.clients()))
-    not_ready = [s["shard"] for s in shards if s["state"] != "ready"]
+    clients = state.topology.clients()
+    probes = await _probes(clients)
+    shards = range(state.topology.shard_count)
+    not_ready = [s for s in shards if not probes.get(s, {}).get("ok")]
     model_loaded = state.model.as_of([c.name for c in state.topology.clients()]) is not None
     if not_ready or not model_loaded:
         detail = f"{len(not_ready)} of {len(shards)} shards not ready"
+        failures = {str(s): probes[s]["error"] for s in not_ready if probes.get(s, {}).get("error")}
+        if failures:
+            return problem("shard_unavailable", detail, retry_after_s=1,
+                           shards_not_ready=not_ready, failures=failures)
         if not model_loaded:
             detail += "; read model loading"
         return problem("shard_unavailable", detail, retry_after_s=1, shards_not_ready=not_ready)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 HEADER_TIMEOUT_S = 10.0
 KEEPALIVE_S = 75.0
 HEADERS_MAX_BYTES = 16 * 1024
+FIELD_MAX_BYTES = 8190  # aiohttp's own limit: refuse here, with a problem, before it would
 PIPELINE_MAX = 16
 GRID_CACHE_MAX = 4096
 FORWARD_REQUEST = (b"content-type", b"idempotency-key")
@@ -340,12 +341,17 @@ class FrontProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._header_bytes += len(url)
+        if len(self._url) > FIELD_MAX_BYTES and not self._refused:
+            self._refuse(414, "uri_too_long", f"the request target is over {FIELD_MAX_BYTES} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._refused:
+            return
         self._header_bytes += len(name) + len(value)
-        if self._header_bytes > HEADERS_MAX_BYTES and not self._refused:
-            self._refuse(431, None, "request headers too large")
+        if self._header_bytes > HEADERS_MAX_BYTES or len(value) > FIELD_MAX_BYTES:
+            self._refuse(431, "headers_too_large",
+                         f"a header is over {FIELD_MAX_BYTES} bytes or all of them over "
+                         f"{HEADERS_MAX_BYTES}")
             return
         self._headers[name.lower()] = value
 

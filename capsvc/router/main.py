@@ -13,6 +13,7 @@ import signal
 import socket
 
 from aiohttp import web
+from kazoo.client import KazooState
 
 from capsvc.cluster.directory import Directory
 from capsvc.cluster.zk import Zk, encode
@@ -41,7 +42,34 @@ async def _register_host(zk: Zk, config: Config, router_url: str) -> None:
     await zk.call(zk.client.create_async(path, data, ephemeral=True))
 
 
+def _keep_registered(zk: Zk, config: Config, router_url: str):
+    """After a lost session our ephemeral host node is gone: register again on the new one."""
+    registered = {"session": zk.session_id}
+    tasks: set[asyncio.Task] = set()
+
+    def on_state(state: str) -> None:
+        if state != KazooState.CONNECTED or zk.session_id == registered["session"]:
+            return
+        registered["session"] = zk.session_id
+
+        async def again() -> None:
+            try:
+                await _register_host(zk, config, router_url)
+            except Exception as e:  # noqa: BLE001 - the next reconnect tries again
+                log.warning("could not register the host again: %s", e)
+                registered["session"] = None
+
+        task = asyncio.get_running_loop().create_task(again())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return on_state
+
+
 async def serve_router(config: Config, listen_fd: int) -> None:
+    stop = asyncio.Event()  # signals first: a stop during start-up is honoured, not fatal
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     sock = socket.socket(fileno=listen_fd)
     host, port = sock.getsockname()[:2]
     zk = None
@@ -52,7 +80,9 @@ async def serve_router(config: Config, listen_fd: int) -> None:
             config, Directory(zk, config.service.shard_count)
         )
         advertised = config.cluster.advertise_host or host
-        await _register_host(zk, config, f"http://{advertised}:{port}")
+        router_url = f"http://{advertised}:{port}"
+        await _register_host(zk, config, router_url)
+        zk.on_state(_keep_registered(zk, config, router_url))
     else:
         topology = LocalTopology(config)
     await topology.start()
@@ -75,9 +105,6 @@ async def serve_router(config: Config, listen_fd: int) -> None:
     loop = asyncio.get_running_loop()
     front = await loop.create_server(lambda: FrontProtocol(fast), sock=sock, backlog=1024)
     log.info("router serving", extra={"address": f"{host}:{port}", "mode": topology.mode})
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("router draining")
     front.close()  # stop accepting; requests in flight on open connections finish

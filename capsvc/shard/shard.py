@@ -312,7 +312,7 @@ class Shard:
         if faults.active("reply_before_commit"):  # a deliberately broken test build
             for item, result in answers:
                 _resolve(item.future, result)
-            await asyncio.sleep(0.01)  # let the replies go out before the commit
+            await asyncio.sleep(0.05)  # let the replies go out before the commit
         faults.point("append", self.shard_id)  # test-only pause point
         try:
             await self.log.append(records)

@@ -27,7 +27,7 @@ from capsvc.cluster.lease import Lease
 from capsvc.cluster.ownership import Claim, Ownership, WorkerInfo
 from capsvc.cluster.zk import Zk, decode
 from capsvc.config import Config
-from capsvc.errors import CapsvcError
+from capsvc.errors import CapsvcError, Fenced
 from capsvc.shard.shard import Shard, ShardState
 from capsvc.testing import faults
 
@@ -160,6 +160,14 @@ class ClusterShardHost:
         self.shards[shard_id] = shard  # visible while it opens: requests get 503 "starting"
         try:
             await shard.start(epoch=claim.epoch)
+        except Fenced as e:
+            # The file already holds this claim's epoch (it was stored before a failure) or a
+            # newer one (ZooKeeper lost its counter): this claim can never open it again. Let
+            # it go, so that the next round claims afresh with a newer epoch.
+            log.warning("claim is fenced by the file; claiming again: %s", e,
+                        extra={"shard": shard_id})
+            await self._hand_off(shard_id)
+            return
         except CapsvcError as e:
             log.warning("cannot open shard yet: %s", e, extra={"shard": shard_id})
             return  # the file may be held by a paused predecessor: retried next round

@@ -96,6 +96,12 @@ class ShardHost:
 
 
 async def serve_worker(config: Config, index: int) -> None:
+    # Signals first: a stop that arrives while shards recover is honoured once they are up,
+    # instead of killing the process with a half-opened file.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     zk = None
     if config.cluster.enabled:
         zk = Zk(config.cluster.zookeeper, config.cluster.name, config.cluster.session_timeout_ms)
@@ -127,10 +133,6 @@ async def serve_worker(config: Config, index: int) -> None:
     if zk is not None:
         await host.start()  # claim shards only once we can serve them
     log.info("worker serving", extra={"worker": index, "socket": str(path)})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     install_task_dump(signal.SIGUSR2)
     await stop.wait()
     log.info("worker draining", extra={"worker": index})

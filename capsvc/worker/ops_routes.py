@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from capsvc.config import Config
 from capsvc.errors import BadRequest, CapsvcError
 from capsvc.http import parsing
-from capsvc.http.routes import REQUEST_ID_HEADER
+from capsvc.http.routes import INTERNAL_PROBE, REQUEST_ID_HEADER
 from capsvc.request_context import REQUEST_ID, install_request_id_filter
 from capsvc.shard.shard import Shard, ShardState
 from capsvc.sharding import shard_for_pool
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 INTERNAL_METRICS = "/internal/metrics"
 INTERNAL_BACKUP = "/internal/backup"
-INTERNAL_PROBE = "/internal/probe"
 PROBE_TIMEOUT_S = 2.0
 RESERVE_ROUTE = "/v1/pools/{pool_id}/reservations"
 

@@ -1,11 +1,11 @@
-"""Concurrent load with a recorded history, and the checker that judges it.
+"""Concurrent reservation load with a recorded history, judged by the reusable checker.
 
-The recorder logs every reservation attempt as invoke then ok / fail / unknown (a timeout or a
-dropped connection is *unknown*, never *fail*). The checker then proves, against the service's
-own state after recovery: (1) no slot holds more units than its capacity, and holds at least
-every acknowledged unit and at most acknowledged plus unknown; (2) every acknowledged
-reservation exists and is active; (3) no idempotency key was applied twice, and every replay
-of a key answered the same reservation.
+Kept for the cluster tests and `load.failover`: `Load` reserves one unit at a time, `check`
+collects what the service holds and runs `tests.reliability.checker.check` (no overbooking on
+any prefix of each pool's log, every acknowledged reservation present, every idempotency key
+applied at most once with identical answers, answers consistent with the log at the versions
+they report, real-time order respected). The richer `tests.reliability.recorder.Workload`
+adds releases and reads.
 """
 
 from __future__ import annotations
@@ -19,19 +19,10 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from tests.reliability.checker import Op
+from tests.reliability.recorder import attempt, judge
 
-@dataclass
-class Op:
-    client: int
-    pool_id: str
-    key: str
-    invoked: float
-    completed: float = 0.0
-    outcome: str = "pending"  # ok | rejected | fail | unknown
-    status: int | None = None
-    code: str | None = None
-    reservation_id: str | None = None
-    attempts: int = 0
+__all__ = ["History", "Load", "Op", "check"]
 
 
 @dataclass
@@ -48,7 +39,7 @@ class History:
     def first_success_after(self, t: float) -> dict[str, float]:
         """For each pool, when the first reservation invoked after `t` was acknowledged."""
         firsts: dict[str, float] = {}
-        for op in self.ops:
+        for op in list(self.ops):
             if op.outcome == "ok" and op.invoked >= t:
                 firsts[op.pool_id] = min(firsts.get(op.pool_id, op.completed), op.completed)
         return firsts
@@ -98,7 +89,8 @@ class Load:
         while not self._stop.is_set():
             i += 1
             pool_id = self.pools[(n + i) % len(self.pools)]
-            op = Op(n, pool_id, f"c{n}-{next(self._keys)}", time.monotonic())
+            op = Op(n, pool_id, f"c{n}-{next(self._keys)}", time.monotonic(),
+                    slot_id=self.slot_id)
             self.history.ops.append(op)
             await self._attempt(session, op)
             await asyncio.sleep(self.pause_s)
@@ -107,27 +99,11 @@ class Load:
         body = json.dumps({"slot_id": self.slot_id, "units": 1}).encode()
         deadline = op.invoked + self.retry_s
         while True:
-            op.attempts += 1
-            router = self.routers[(op.client + op.attempts) % len(self.routers)]
-            try:
-                async with session.post(f"{router}/v1/pools/{op.pool_id}/reservations",
-                                        data=body, headers={"Idempotency-Key": op.key}) as r:
-                    payload = await r.json(content_type=None)
-                    op.status = r.status
-                    op.code = payload.get("code")
-                    if r.status == 201:
-                        op.outcome, op.reservation_id = "ok", payload["reservation_id"]
-                    elif r.status in (409, 404, 422):
-                        op.outcome = "rejected"
-                    elif r.status == 503 and op.code in ("shard_unavailable", "overloaded",
-                                                         "storage_full"):
-                        op.outcome = "fail"  # the service says: not applied
-                    else:
-                        op.outcome = "unknown"
-            except (TimeoutError, aiohttp.ClientError, ValueError):
-                op.status, op.outcome = None, "unknown"
-            op.completed = time.monotonic()
-            if op.outcome in ("ok", "rejected") or time.monotonic() >= deadline:
+            router = self.routers[(op.client + op.attempts + 1) % len(self.routers)]
+            outcome = await attempt(session, op, "POST",
+                                    f"{router}/v1/pools/{op.pool_id}/reservations", body,
+                                    {"Idempotency-Key": op.key})
+            if outcome in ("ok", "rejected") or time.monotonic() >= deadline:
                 return
             await asyncio.sleep(0.1)
 
@@ -135,44 +111,7 @@ class Load:
 def check(history: History, service, pools: list[str], capacity: int, slot_id: str = "s"):
     """Judge the history against the service's state after recovery (see module docstring).
     `service` is any host's harness `Service` (its router answers for every pool)."""
+    report = judge(history.ops, service.url, service.admin_token, pools).assert_ok()
     acked = history.by_outcome("ok")
-    unknown = [op for op in history.ops if op.outcome in ("unknown", "fail")]
-    problems = []
-    by_key: dict[str, set[str]] = {}
-    for op in acked:
-        by_key.setdefault(op.key, set()).add(op.reservation_id)
-    problems += [f"key {k} answered {ids}" for k, ids in by_key.items() if len(ids) > 1]
-    for pool_id in pools:
-        status, pool = service.get(f"/v1/pools/{pool_id}")
-        assert status == 200, (pool_id, pool)
-        slot = next(s for s in pool["slots"] if s["slot_id"] == slot_id)
-        ok_here = sum(1 for op in acked if op.pool_id == pool_id)
-        unknown_here = sum(1 for op in unknown if op.pool_id == pool_id)
-        if slot["reserved"] > capacity:
-            problems.append(f"{pool_id}: overbooked {slot['reserved']} > {capacity}")
-        if not ok_here <= slot["reserved"] <= ok_here + unknown_here:
-            problems.append(f"{pool_id}: reserved {slot['reserved']} outside acked {ok_here} "
-                            f"+ unknown {unknown_here}")
-        keys = _applied_keys(service, pool_id)
-        problems += [f"{pool_id}: key {k} applied {n} times" for k, n in keys.items() if n > 1]
-    for op in acked:
-        status, r = service.get(f"/v1/reservations/{op.reservation_id}")
-        if status != 200 or r["status"] != "active":
-            problems.append(f"acknowledged {op.reservation_id} is {status} {r}")
-    assert not problems, "\n".join(problems[:20])
-    return {"acked": len(acked), "unknown": len(unknown), "ops": len(history.ops)}
-
-
-def _applied_keys(service, pool_id: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    after = 0
-    while True:
-        status, page = service.admin("GET", f"/v1/admin/pools/{pool_id}/events?after={after}&limit=1000")
-        assert status == 200, page
-        for event in page["events"]:
-            key = event["data"].get("idempotency_key") if event["type"] == "CapacityReserved" else None
-            if key is not None:
-                counts[key] = counts.get(key, 0) + 1
-        if page["next_after"] is None:
-            return counts
-        after = page["next_after"]
+    return {"acked": len(acked), "unknown": len(history.failures()), "ops": len(history.ops),
+            "events": report.stats.get("events", 0)}
