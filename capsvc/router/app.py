@@ -69,10 +69,16 @@ class RouterState:
             ["route", "method", "status"],
             registry=self.registry,
         )
+        self.zk_states = Counter(
+            "capsvc_router_zookeeper_state_changes",
+            "ZooKeeper connection state changes seen by the router",
+            ["state"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "capsvc_http_request_duration_seconds",
-            "Router request latency",
-            ["route"],
+            "Router request latency by route and outcome status",
+            ["route", "status"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
@@ -97,7 +103,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = resource.canonical if resource is not None else "unmatched"
     state = _state(request)
     state.requests.labels(route, request.method, str(response.status)).inc()
-    state.latency.labels(route).observe(time.perf_counter() - started)
+    state.latency.labels(route, str(response.status)).observe(time.perf_counter() - started)
     return response
 
 

@@ -159,7 +159,7 @@ class FastPath:
     def observe(self, request: Request, status: int) -> None:
         route = _CANONICAL.get(request.route or "", "unmatched")
         self.state.requests.labels(route, request.method.decode(), str(status)).inc()
-        self.state.latency.labels(route).observe(time.perf_counter() - request.started)
+        self.state.latency.labels(route, str(status)).observe(time.perf_counter() - request.started)
 
     # -- proxied routes ----------------------------------------------------------------------
     def _upstream_bytes(self, request: Request, request_id: bytes) -> bytes:

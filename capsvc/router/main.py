@@ -88,6 +88,8 @@ async def serve_router(config: Config, listen_fd: int) -> None:
     await topology.start()
     model = ReadModel(config.service.shard_count)
     state = RouterState(config, topology, model, TokenChecker(load_tokens(config)))
+    if zk is not None:
+        zk.on_state(lambda s: state.zk_states.labels(str(s).lower()).inc())
     rm, limits = config.read_model, config.limits
     feeds = asyncio.create_task(
         follow_all(topology, model, rm.feed_wait_ms, rm.feed_retry_ms, limits.request_timeout_ms),

@@ -27,6 +27,7 @@ from capsvc.sharding import embedded_shards
 from capsvc.storage.sqlite_log import SqliteEventLog
 from capsvc.worker.app import CHANGED, make_worker_app
 from capsvc.worker.cluster_host import ClusterShardHost
+from capsvc.worker.ops_routes import METRICS
 
 log = logging.getLogger(__name__)
 RETRY_MAX_S = 30.0
@@ -111,6 +112,7 @@ async def serve_worker(config: Config, index: int) -> None:
         )
         host: ShardHost | ClusterShardHost = ClusterShardHost(config, index, zk, me, new_shard)
         app = make_worker_app(config, host.shards, index, secret=config.cluster_secret)
+        zk.on_state(app[METRICS].zookeeper_state)
         host.on_commit = app[CHANGED].set
     else:
         shard_ids = embedded_shards(index, config.worker_count, config.service.shard_count)

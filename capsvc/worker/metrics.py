@@ -9,14 +9,10 @@ What is counted where:
 - group commits, recoveries, handoffs, failovers, shard failures: `Shard.observer` (this class);
 - idempotent replays and `capacity_exhausted` per pool kind: the `observe` middleware, from the
   reserve route's answer;
-- ZooKeeper connection state changes: the `zk_state` field of the structured log record that
-  `capsvc.cluster.zk` writes on every change (a filter on that logger counts it; it sees the
-  record only when `logging.level` lets WARNING through).
+- ZooKeeper connection state changes: `zookeeper_state`, registered with `Zk.on_state`.
 """
 
 from __future__ import annotations
-
-import logging
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -25,7 +21,6 @@ from capsvc.shard.shard import Shard
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 RECOVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-ZK_LOGGER = "capsvc.cluster.zk"
 
 
 class WorkerMetrics:
@@ -145,23 +140,6 @@ class WorkerMetrics:
         self.shard_failures.labels(str(shard.shard_id), code).inc()
 
     # -- ZooKeeper ------------------------------------------------------------------------------
-    def count_zookeeper_states(self) -> None:
-        """Count the connection state changes that `capsvc.cluster.zk` logs (idempotent)."""
-        logger = logging.getLogger(ZK_LOGGER)
-        for f in logger.filters:
-            if isinstance(f, _ZkStateFilter):
-                f.metrics = self
-                return
-        logger.addFilter(_ZkStateFilter(self))
-
-
-class _ZkStateFilter(logging.Filter):
-    def __init__(self, metrics: WorkerMetrics) -> None:
-        super().__init__()
-        self.metrics = metrics
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        state = getattr(record, "zk_state", None)
-        if state:
-            self.metrics.zk_states.labels(str(state).lower()).inc()
-        return True  # counting only: the record is still logged
+    def zookeeper_state(self, state: str) -> None:
+        """A `Zk.on_state` listener: count every connection state change."""
+        self.zk_states.labels(str(state).lower()).inc()

@@ -51,7 +51,6 @@ OPS = web.AppKey("worker_ops", dict)
 def install_ops(app: web.Application, config: Config, shards: dict[int, Shard], index: int):
     """Wire metrics, request ids and the internal ops routes into a worker's app."""
     metrics = WorkerMetrics()
-    metrics.count_zookeeper_states()
     Shard.observer = metrics  # one worker per process: every shard it opens reports here
     install_request_id_filter()
     app[METRICS] = metrics

@@ -4,14 +4,13 @@ unclean recoveries (failovers), handoffs, failures; and ZooKeeper state changes.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from capsvc.domain import commands as cmd
 from capsvc.domain.events import SlotSpec
 from capsvc.errors import Fenced
 from capsvc.shard.shard import Shard, ShardSettings, ShardState
 from capsvc.storage.memory_log import MemoryEventLog
-from capsvc.worker.metrics import ZK_LOGGER, WorkerMetrics
+from capsvc.worker.metrics import WorkerMetrics
 
 SLOT = SlotSpec("a", "2030-01-01T08:00:00Z", "2030-01-01T10:00:00Z", 5)
 
@@ -65,15 +64,10 @@ def test_shard_hooks_count_commits_failovers_handoffs_and_failures():
     assert value(metrics, "capsvc_shard_failures_total", shard="3", code="shard_fenced") == 1
 
 
-def test_zookeeper_state_changes_are_counted_from_the_structured_log():
+def test_zookeeper_state_changes_are_counted():
+    """The worker registers `zookeeper_state` as a `Zk.on_state` listener."""
     metrics = WorkerMetrics()
-    metrics.count_zookeeper_states()
-    logger = logging.getLogger(ZK_LOGGER)
-    try:
-        for state in ("SUSPENDED", "CONNECTED", "LOST", "CONNECTED"):
-            logger.warning("zookeeper connection %s", state.lower(), extra={"zk_state": state})
-        logger.warning("unrelated")
-    finally:
-        logger.filters.clear()
+    for state in ("SUSPENDED", "CONNECTED", "LOST", "CONNECTED"):
+        metrics.zookeeper_state(state)
     assert value(metrics, "capsvc_zookeeper_state_changes_total", state="connected") == 2
     assert value(metrics, "capsvc_zookeeper_state_changes_total", state="lost") == 1
