@@ -38,6 +38,20 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """Optional TLS: on the public port, and on the workers' TCP ports between hosts."""
+
+    cert_file: str = ""  # PEM certificate chain of this host; empty = plain HTTP
+    key_file: str = ""
+    ca_file: str = ""  # CA that signed the other hosts' certificates (verify peers)
+    between_hosts: bool = True  # also encrypt router -> remote worker traffic
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     zookeeper: str = ""  # "host:port,host:port"; empty = embedded mode, all shards local
     name: str = "capsvc"  # ZooKeeper root: /capsvc/<name>
@@ -109,6 +123,7 @@ class LoggingConfig:
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -132,7 +147,8 @@ class Config:
     def worker_url(self, index: int) -> str:
         """Where routers on other hosts reach worker `index` of this host."""
         host = self.cluster.advertise_host or self.service.worker_host
-        return f"http://{host}:{self.service.worker_port_base + index}"
+        scheme = "https" if self.tls.enabled and self.tls.between_hosts else "http"
+        return f"{scheme}://{host}:{self.service.worker_port_base + index}"
 
     @property
     def worker_count(self) -> int:
@@ -212,6 +228,10 @@ def _coerce(hint: object, value: object, dotted: str) -> object:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{dotted}: expected a list of strings")
         return tuple(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{dotted}: expected true or false, got {value!r}")
+        return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{dotted}: expected an integer, got {value!r}")
@@ -244,6 +264,13 @@ def _check_relations(config: Config) -> None:
         raise ConfigError("storage.append_batch_max: exceeds limits.shard_queue_max")
     if config.read_model.feed_wait_ms >= config.limits.request_timeout_ms:
         raise ConfigError("read_model.feed_wait_ms: must be below limits.request_timeout_ms")
+    t = config.tls
+    if t.enabled != bool(t.key_file):
+        raise ConfigError("tls.key_file: cert_file and key_file go together")
+    for name in ("cert_file", "key_file", "ca_file"):
+        value = getattr(t, name)
+        if value and not os.path.isfile(value):
+            raise ConfigError(f"tls.{name}: no such file {value}")
     c = config.cluster
     if c.enabled:
         if c.owner_lease_ms >= c.session_timeout_ms:

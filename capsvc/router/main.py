@@ -25,6 +25,7 @@ from capsvc.router.fastpath import FastPath, FrontProtocol
 from capsvc.router.feed import follow_all
 from capsvc.router.read_model import ReadModel
 from capsvc.router.topology import ClusterTopology, LocalTopology
+from capsvc.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ async def serve_router(config: Config, listen_fd: int) -> None:
             config, Directory(zk, config.service.shard_count)
         )
         advertised = config.cluster.advertise_host or host
-        router_url = f"http://{advertised}:{port}"
+        scheme = "https" if config.tls.enabled else "http"
+        router_url = f"{scheme}://{advertised}:{port}"
         await _register_host(zk, config, router_url)
         zk.on_state(_keep_registered(zk, config, router_url))
     else:
@@ -105,7 +107,8 @@ async def serve_router(config: Config, listen_fd: int) -> None:
     await web.UnixSite(runner, str(app_socket)).start()
     fast = FastPath(state, str(app_socket), runner.server)
     loop = asyncio.get_running_loop()
-    front = await loop.create_server(lambda: FrontProtocol(fast), sock=sock, backlog=1024)
+    front = await loop.create_server(lambda: FrontProtocol(fast), sock=sock, backlog=1024,
+                                     ssl=server_context(config))
     log.info("router serving", extra={"address": f"{host}:{port}", "mode": topology.mode})
     await stop.wait()
     log.info("router draining")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ssl
 
 import httptools
 
@@ -105,9 +106,10 @@ class _Lost(Exception):
 class RawPool:
     def __init__(self, name: str, *, socket_path: str | None = None,
                  host: str | None = None, port: int | None = None,
-                 connections_max: int = 64) -> None:
+                 connections_max: int = 64, ssl_context: ssl.SSLContext | None = None) -> None:
         assert (socket_path is None) != (host is None)
         self.name = name
+        self._ssl = ssl_context
         self._socket_path, self._host, self._port = socket_path, host, port
         self._idle: collections.deque[_Connection] = collections.deque()
         self._slots = asyncio.Semaphore(connections_max)
@@ -118,7 +120,8 @@ class RawPool:
             if self._socket_path is not None:
                 _, conn = await loop.create_unix_connection(_Connection, self._socket_path)
             else:
-                _, conn = await loop.create_connection(_Connection, self._host, self._port)
+                _, conn = await loop.create_connection(_Connection, self._host, self._port,
+                                                       ssl=self._ssl)
         except OSError as e:
             raise NotSent(f"worker {self.name} is unreachable: {e}") from None
         return conn

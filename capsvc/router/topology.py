@@ -17,6 +17,7 @@ from capsvc.errors import ShardUnavailable
 from capsvc.paths import worker_socket
 from capsvc.router.upstream import WorkerClient
 from capsvc.sharding import embedded_owner, shard_for_pool
+from capsvc.tls import client_context
 
 
 class LocalTopology:
@@ -82,6 +83,7 @@ class ClusterTopology:
         self._waiting = 0
         self._clients: dict[str, WorkerClient] = {}
         self._headers = {"X-Capsvc-Cluster-Token": config.cluster_secret}
+        self._ssl = client_context(config)
 
     async def start(self) -> None:
         await self.directory.start()
@@ -105,6 +107,7 @@ class ClusterTopology:
                 connections_max=limits.router_connections_per_worker,
                 timeout_s=limits.request_timeout_ms / 1000 + 1.0,
                 headers=self._headers,
+                ssl_context=None if local else self._ssl,
             )
             client.start_nowait()
             self._clients[worker_id] = client

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -49,9 +50,11 @@ class WorkerClient:
         connections_max: int = 64,
         timeout_s: float = 6.0,
         headers: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         assert (socket_path is None) != (base_url is None), "one of socket_path or base_url"
         self.name = name
+        self._ssl = ssl_context
         self.socket_path = socket_path
         self.base_url = base_url or "http://worker"
         self.timeout_s = timeout_s
@@ -70,7 +73,8 @@ class WorkerClient:
                 path=self.socket_path, limit=self._connections_max
             )
         else:
-            connector = aiohttp.TCPConnector(limit=self._connections_max)
+            connector = aiohttp.TCPConnector(limit=self._connections_max,
+                                             ssl=self._ssl if self._ssl is not None else True)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
         )
@@ -80,7 +84,7 @@ class WorkerClient:
         else:
             url = yarl.URL(self.base_url)
             self.raw = RawPool(self.name, host=url.host, port=url.port,
-                               connections_max=self._connections_max)
+                               connections_max=self._connections_max, ssl_context=self._ssl)
 
     async def start(self) -> None:
         self.start_nowait()

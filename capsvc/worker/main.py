@@ -25,6 +25,7 @@ from capsvc.paths import shard_file, worker_socket
 from capsvc.shard.shard import Shard, ShardSettings, ShardState
 from capsvc.sharding import embedded_shards
 from capsvc.storage.sqlite_log import SqliteEventLog
+from capsvc.tls import worker_server_context
 from capsvc.worker.app import CHANGED, make_worker_app
 from capsvc.worker.cluster_host import ClusterShardHost
 from capsvc.worker.ops_routes import METRICS
@@ -131,7 +132,8 @@ async def serve_worker(config: Config, index: int) -> None:
     os.chmod(path, 0o600)
     if config.service.worker_port_base:
         port = config.service.worker_port_base + index
-        await web.TCPSite(runner, config.service.worker_host, port, backlog=1024).start()
+        await web.TCPSite(runner, config.service.worker_host, port, backlog=1024,
+                          ssl_context=worker_server_context(config)).start()
     if zk is not None:
         await host.start()  # claim shards only once we can serve them
     log.info("worker serving", extra={"worker": index, "socket": str(path)})

@@ -59,6 +59,7 @@ class Service:
         self.admin_token = admin_token
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
+        self.ssl_context = None  # set by TLS tests: the client then speaks https
         self.output: list[str] = []
         self._reader: threading.Thread | None = None
 
@@ -131,7 +132,8 @@ class Service:
     # -- HTTP ------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
@@ -149,7 +151,8 @@ class Service:
         return status, payload
 
     async def _one(self, method, path, body, headers, raw):
-        async with aiohttp.ClientSession() as session:
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context or True)
+        async with aiohttp.ClientSession(connector=connector) as session:
             return await request(session, self.url, method, path, body, headers, raw)
 
     def define_pool(self, pool_id: str, slots: list[tuple[str, int]], **fields: Any):
