@@ -90,11 +90,14 @@ class LimitsConfig:
     slots_per_pool_max: int = 96
     body_max_bytes: int = 65536
     shard_queue_max: int = 4096
+    shard_queue_wait_max_ms: int = 500  # older commands are shed with 503 overloaded
+    header_timeout_ms: int = 10_000  # a request's headers and body must arrive within this
     request_timeout_ms: int = 5000
     idempotency_retention_s: int = 86400
     idempotency_keys_max: int = 100_000
     events_page_max: int = 1000
     router_connections_per_worker: int = 64
+    router_queue_max: int = 1024  # requests waiting for a connection to one worker, at most
 
 
 @dataclass(frozen=True)
@@ -176,11 +179,14 @@ _RANGES: dict[str, tuple[int, int]] = {
     "limits.slots_per_pool_max": (1, 10_000),
     "limits.body_max_bytes": (1024, 64 * 1024 * 1024),
     "limits.shard_queue_max": (1, 10_000_000),
+    "limits.shard_queue_wait_max_ms": (1, 600_000),
+    "limits.header_timeout_ms": (100, 600_000),
     "limits.request_timeout_ms": (10, 600_000),
     "limits.idempotency_retention_s": (1, 30 * 86400),
     "limits.idempotency_keys_max": (1, 100_000_000),
     "limits.events_page_max": (1, 100_000),
     "limits.router_connections_per_worker": (1, 10_000),
+    "limits.router_queue_max": (0, 1_000_000),
     "read_model.feed_wait_ms": (10, 60_000),
     "read_model.feed_retry_ms": (10, 60_000),
     "supervisor.restart_backoff_initial_ms": (1, 600_000),

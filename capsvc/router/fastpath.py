@@ -11,7 +11,7 @@ is served by the router's aiohttp app, and its behaviour is the same either way:
 - a later non-hot request on a hot connection is relayed, byte for byte and streaming, to the
   aiohttp app's Unix socket, and that connection is then closed.
 
-Limits: headers must arrive within `HEADER_TIMEOUT_S` and stay under `HEADERS_MAX_BYTES`
+Limits: a request (headers and body) must arrive within `limits.header_timeout_ms` and stay under `HEADERS_MAX_BYTES`
 (slow or endless headers close the connection), bodies over `body_max_bytes` answer 413,
 idle keep-alive connections close after `KEEPALIVE_S`, pipelined requests are answered in
 order with reading paused while too many wait.
@@ -39,7 +39,6 @@ from capsvc.http.problems import PROBLEMS
 from capsvc.router.rawclient import NotSent, RawResponse
 
 log = logging.getLogger(__name__)
-HEADER_TIMEOUT_S = 10.0
 KEEPALIVE_S = 75.0
 HEADERS_MAX_BYTES = 16 * 1024
 FIELD_MAX_BYTES = 8190  # aiohttp's own limit: refuse here, with a problem, before it would
@@ -113,6 +112,7 @@ class FastPath:
         self.topology = state.topology
         self.model = state.model
         self.body_max = state.config.limits.body_max_bytes
+        self.header_timeout_s = state.config.limits.header_timeout_ms / 1000
         self.timeout_s = state.config.limits.request_timeout_ms / 1000 + 1.0
         self.app_socket = app_socket
         self.aiohttp_protocol = aiohttp_protocol
@@ -302,7 +302,7 @@ class FrontProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.fast.connections.add(self)
-        self._arm(HEADER_TIMEOUT_S)
+        self._arm(self.fast.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fast.connections.discard(self)
@@ -337,7 +337,7 @@ class FrontProtocol(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._reset()
-        self._arm(HEADER_TIMEOUT_S)
+        self._arm(self.fast.header_timeout_s)
 
     def on_url(self, url: bytes) -> None:
         self._url += url

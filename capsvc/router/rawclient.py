@@ -16,7 +16,7 @@ import ssl
 
 import httptools
 
-from capsvc.errors import UpstreamTimeout, UpstreamUnavailable
+from capsvc.errors import Overloaded, UpstreamTimeout, UpstreamUnavailable
 
 IDLE_CLOSE_S = 30.0  # below the workers' keep-alive timeout: we close idle connections first
 
@@ -106,10 +106,18 @@ class _Lost(Exception):
 class RawPool:
     def __init__(self, name: str, *, socket_path: str | None = None,
                  host: str | None = None, port: int | None = None,
-                 connections_max: int = 64, ssl_context: ssl.SSLContext | None = None) -> None:
+                 connections_max: int = 64, ssl_context: ssl.SSLContext | None = None,
+                 waiting_max: int = 1024, wait_max_s: float = 0.5) -> None:
         assert (socket_path is None) != (host is None)
+        assert waiting_max >= 0 and wait_max_s > 0
         self.name = name
         self._ssl = ssl_context
+        # The bounded queue in front of the worker: requests beyond `connections_max` wait
+        # for a connection, at most `waiting_max` of them for at most `wait_max_s`; the rest
+        # are shed with 503 overloaded (never sent, so never applied).
+        self._waiting = 0
+        self._waiting_max = waiting_max
+        self._wait_max_s = wait_max_s
         self._socket_path, self._host, self._port = socket_path, host, port
         self._idle: collections.deque[_Connection] = collections.deque()
         self._slots = asyncio.Semaphore(connections_max)
@@ -145,23 +153,44 @@ class RawPool:
         when the outcome is unknown. A pooled connection that turns out to be closed before
         answering is retried once on a fresh one for idempotent requests only.
         """
-        async with self._slots:
-            conn = self._take_idle()
-            reused = conn is not None
-            if conn is None:
-                conn = await self._open()
-            try:
-                return await self._exchange(conn, data, timeout_s)
-            except _Lost:
-                if reused and idempotent:
-                    fresh = await self._open()
-                    try:
-                        return await self._exchange(fresh, data, timeout_s)
-                    except _Lost:
-                        pass
-                raise UpstreamUnavailable(
-                    f"worker {self.name} closed the connection; the outcome is unknown: "
-                    "retry with the same Idempotency-Key") from None
+        await self._acquire()
+        try:
+            return await self._request(data, timeout_s, idempotent)
+        finally:
+            self._slots.release()
+
+    async def _acquire(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        if self._waiting >= self._waiting_max:
+            raise Overloaded(f"worker {self.name} has {self._waiting} requests waiting")
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(self._wait_max_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Overloaded(f"worker {self.name} is saturated; try again shortly") from None
+        finally:
+            self._waiting -= 1
+
+    async def _request(self, data: bytes, timeout_s: float, idempotent: bool) -> RawResponse:
+        conn = self._take_idle()
+        reused = conn is not None
+        if conn is None:
+            conn = await self._open()
+        try:
+            return await self._exchange(conn, data, timeout_s)
+        except _Lost:
+            if reused and idempotent:
+                fresh = await self._open()
+                try:
+                    return await self._exchange(fresh, data, timeout_s)
+                except _Lost:
+                    pass
+            raise UpstreamUnavailable(
+                f"worker {self.name} closed the connection; the outcome is unknown: "
+                "retry with the same Idempotency-Key") from None
 
     async def _exchange(self, conn: _Connection, data: bytes, timeout_s: float) -> RawResponse:
         loop = asyncio.get_running_loop()

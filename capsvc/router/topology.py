@@ -35,6 +35,8 @@ class LocalTopology:
                 socket_path=str(worker_socket(config, i)),
                 connections_max=config.limits.router_connections_per_worker,
                 timeout_s=timeout_s,
+                waiting_max=config.limits.router_queue_max,
+                wait_max_s=config.limits.shard_queue_wait_max_ms / 1000,
             )
             for i in range(config.worker_count)
         ]
@@ -108,6 +110,8 @@ class ClusterTopology:
                 timeout_s=limits.request_timeout_ms / 1000 + 1.0,
                 headers=self._headers,
                 ssl_context=None if local else self._ssl,
+                waiting_max=limits.router_queue_max,
+                wait_max_s=limits.shard_queue_wait_max_ms / 1000,
             )
             client.start_nowait()
             self._clients[worker_id] = client

@@ -51,10 +51,13 @@ class WorkerClient:
         timeout_s: float = 6.0,
         headers: dict[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        waiting_max: int = 1024,
+        wait_max_s: float = 0.5,
     ) -> None:
         assert (socket_path is None) != (base_url is None), "one of socket_path or base_url"
         self.name = name
         self._ssl = ssl_context
+        self._waiting_max, self._wait_max_s = waiting_max, wait_max_s
         self.socket_path = socket_path
         self.base_url = base_url or "http://worker"
         self.timeout_s = timeout_s
@@ -80,11 +83,13 @@ class WorkerClient:
         )
         if self.socket_path is not None:
             self.raw = RawPool(self.name, socket_path=self.socket_path,
-                               connections_max=self._connections_max)
+                               connections_max=self._connections_max,
+                               waiting_max=self._waiting_max, wait_max_s=self._wait_max_s)
         else:
             url = yarl.URL(self.base_url)
             self.raw = RawPool(self.name, host=url.host, port=url.port,
-                               connections_max=self._connections_max, ssl_context=self._ssl)
+                               connections_max=self._connections_max, ssl_context=self._ssl,
+                               waiting_max=self._waiting_max, wait_max_s=self._wait_max_s)
 
     async def start(self) -> None:
         self.start_nowait()

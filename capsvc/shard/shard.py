@@ -57,9 +57,13 @@ class ShardSettings:
     checkpoint_every_events: int = 1000
     slots_max: int = 96
     retention: KeyRetention = KeyRetention()
+    # A command that waited longer than this is refused (503 overloaded, never applied)
+    # instead of decided: under overload the accepted commands keep their latency.
+    queue_wait_max_s: float = 0.5
 
     def __post_init__(self) -> None:
         assert 1 <= self.append_batch_max <= self.queue_max
+        assert self.queue_wait_max_s > 0
         assert self.checkpoint_every_events >= 1 and self.slots_max >= 1
 
 
@@ -78,12 +82,13 @@ class CommandResult:
 
 
 class _Pending:
-    __slots__ = ("command", "actor", "future")
+    __slots__ = ("command", "actor", "future", "queued_at")
 
     def __init__(self, command: cmd.Command, actor: str | None, future: asyncio.Future) -> None:
         self.command = command
         self.actor = actor
         self.future = future
+        self.queued_at = time.monotonic()
 
 
 _STOP = object()
@@ -274,8 +279,13 @@ class Shard:
         answers: list[tuple[_Pending, CommandResult]] = []
         touched: set[str] = set()
         seq = self.last_seq
+        stale_before = time.monotonic() - self.settings.queue_wait_max_s
         for item in batch:
             if item.future.done():  # the caller gave up before we started: do not apply
+                continue
+            if item.queued_at < stale_before:  # shed: deciding it late helps nobody
+                _fail(item.future, Overloaded(
+                    f"shard {self.shard_id} is overloaded; try again shortly"))
                 continue
             pool_id = item.command.pool_id
             pool = self.pools.get(pool_id)
