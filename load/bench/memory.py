@@ -1,0 +1,90 @@
+"""Resident memory of a whole capsvc host holding N pools of 12 slots (no reservations).
+
+The pools are written straight into the shard files as `PoolDefined` events, the records a
+worker appends when a pool is defined through the API (defining 100k pools through the router
+would take minutes here). Then a real `capsvc serve` (2 workers, 64 shards) recovers them, its
+router's read model loads every pool, and VmRSS of each process is read from
+/proc/<pid>/status. An empty service is measured the same way for the baseline. Both run with
+`limits.request_timeout_ms = 120000` (see FEED_TIMEOUT_CONFIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+from capsvc.config import Config, ServiceConfig
+from capsvc.domain import events as ev
+from capsvc.paths import shard_file
+from capsvc.sharding import shard_for_pool
+from capsvc.storage.log import StoredEvent
+from capsvc.storage.sqlite_log import SqliteEventLog
+from load.bench.procstat import rss_bytes
+from load.service import CapsvcProcess
+
+SHARDS, WORKERS = 64, 2
+# The router's first read-model load asks each worker for all its pools in one answer, and
+# gives up after request_timeout_ms (5 s by default); 50k pools per worker take longer than
+# that to render, so the load would restart forever. A longer timeout lets it finish.
+FEED_TIMEOUT_CONFIG = "[limits]\nrequest_timeout_ms = 120000\n"
+SLOTS = tuple(f"{h:02d}00" for h in range(8, 20))
+
+
+def _definition(i: int) -> ev.PoolDefined:
+    date = f"2026-12-{1 + (i // 1000) % 28:02d}"
+    slots = tuple(ev.SlotSpec(s, f"{date}T{8 + n:02d}:00:00+08:00",
+                              f"{date}T{9 + n:02d}:00:00+08:00", 100)
+                  for n, s in enumerate(SLOTS))
+    return ev.PoolDefined(f"mem-{i:06d}", f"k{i % 4}", f"m{i % 1000:03d}", date, None, slots)
+
+
+async def write_shards(data_dir: Path, pools: int) -> None:
+    config = Config(service=ServiceConfig(data_dir=str(data_dir), shard_count=SHARDS))
+    by_shard: dict[int, list[ev.PoolDefined]] = defaultdict(list)
+    for i in range(pools):
+        event = _definition(i)
+        by_shard[shard_for_pool(event.pool_id, SHARDS)].append(event)
+    for shard_id in range(SHARDS):
+        log = SqliteEventLog(shard_file(config, shard_id))
+        await log.open(None)
+        await log.append([StoredEvent(seq, e.pool_id, 1, log.epoch, 0, None, e)
+                          for seq, e in enumerate(by_shard[shard_id], start=1)])
+        await log.close()
+
+
+def _model_pools(service: CapsvcProcess) -> int:
+    request = urllib.request.Request(f"{service.url}/v1/admin/cluster",
+                                     headers={"Authorization": f"Bearer {service.admin_token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["read_model"]["pools"]
+
+
+def _host_rss(data_dir: Path, pools: int) -> dict:
+    started = time.perf_counter()
+    service = CapsvcProcess(data_dir, workers=WORKERS, shard_count=SHARDS, worker_ports=False,
+                            extra_config=FEED_TIMEOUT_CONFIG)
+    service.start(timeout_s=600)
+    try:
+        ready_s = time.perf_counter() - started
+        deadline = time.monotonic() + 300
+        while _model_pools(service) < pools and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(1.0)  # let the last feed answer be freed
+        rss = {role: rss_bytes(pid) for role, pid in service.pids().items()}
+    finally:
+        service.stop()
+    return {"ready_s": ready_s, "rss": rss, "total": sum(rss.values())}
+
+
+def measure(pools: int, workdir: Path) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    empty = _host_rss(workdir / "empty", 0)
+    started = time.perf_counter()
+    asyncio.run(write_shards(workdir / "full", pools))
+    written_s = time.perf_counter() - started
+    full = _host_rss(workdir / "full", pools)
+    return {"pools": pools, "write_s": written_s, "empty": empty, "full": full}
