@@ -17,6 +17,7 @@ from capsvc.router.read_model import ReadModel
 from capsvc.router.upstream import WorkerClient
 
 log = logging.getLogger(__name__)
+FEED_PAGE_POOLS = 200
 
 
 async def follow_worker(
@@ -24,7 +25,10 @@ async def follow_worker(
 ) -> None:
     failing = False
     while True:
-        path = f"{INTERNAL_FEED}?wait_ms={wait_ms}&since={model.since_parameter()}"
+        # Paged: a worker with many pools sends at most FEED_PAGE_POOLS per shard an answer,
+        # so the first load is many quick answers instead of one that outlives the timeout.
+        path = (f"{INTERNAL_FEED}?wait_ms={wait_ms}&limit={FEED_PAGE_POOLS}"
+                f"&since={model.since_parameter()}")
         try:
             answer = await worker.get_json(path, timeout_s=timeout_ms / 1000)
         except (CapsvcError, ValueError) as e:

@@ -23,6 +23,7 @@ class ReadModel:
         self._by_shard: dict[int, set[str]] = defaultdict(set)
         self._by_day: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.synced_at: dict[str, float] = {}  # worker name -> wall time of its last answer
+        self.caught_up: set[int] = set()  # shards whose pools were all loaded once
         self.generation = 0  # bumped on every change, so that readers can cache answers
 
     def apply(self, worker: str, answer: dict[str, Any], at: float | None = None) -> None:
@@ -38,6 +39,8 @@ class ReadModel:
             if shard["pools"]:
                 self.generation += 1
             self.positions[shard_id] = shard["position"]
+            if shard["position"] >= shard.get("last_seq", shard["position"]):
+                self.caught_up.add(shard_id)  # loaded completely at least once
         self.synced_at[worker] = time.time() if at is None else at
 
     def _put(self, shard_id: int, view: dict[str, Any]) -> None:
@@ -88,6 +91,8 @@ class ReadModel:
         (None until every worker has answered once)."""
         if not workers or any(w not in self.synced_at for w in workers):
             return None
+        if len(self.caught_up) < self.shard_count:
+            return None  # still paging through the first load
         return min(self.synced_at[w] for w in workers)
 
     def pool_count(self) -> int:

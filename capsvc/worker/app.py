@@ -280,6 +280,7 @@ async def feed(request: web.Request) -> web.Response:
             "state": shard.state.value,
             "epoch": shard.epoch,
             "position": position,
+            "last_seq": shard.last_seq,
             "full": full,
             "pools": views,
         }
