@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capsvc.domain import events as ev
 from capsvc.domain.pool import KeyRetention, Pool, Reservation, Slot
+
+if TYPE_CHECKING:
+    from capsvc.storage.log import StoredEvent
 
 EVENT_SCHEMA: dict[str, int] = {t.__name__: 1 for t in ev.EVENT_TYPES}
 SNAPSHOT_SCHEMA = 1
@@ -121,3 +124,11 @@ def decode_snapshot(schema: int, body: str, retention: KeyRetention) -> Pool:
         return pool
     except (ValueError, TypeError, KeyError) as e:
         raise CodecError(f"cannot decode snapshot: {e}") from e
+
+
+def stored_event_view(stored: StoredEvent) -> dict[str, Any]:
+    """A stored event as the audit log serves it (GET /v1/admin/pools/{id}/events)."""
+    type_name, schema, body = encode_event(stored.event)
+    return {"seq": stored.seq, "version": stored.pool_version, "type": type_name,
+            "schema": schema, "epoch": stored.epoch, "at_ms": stored.at_ms,
+            "actor": stored.actor, "data": _loads(body)}

@@ -28,7 +28,7 @@ from capsvc.http.routes import ACTOR_HEADER, INTERNAL_FEED, INTERNAL_POOLS, INTE
 from capsvc.planning.history import fold_until
 from capsvc.shard.shard import CommandResult, Shard, ShardState
 from capsvc.sharding import shard_for_pool
-from capsvc.storage.codec import encode_event
+from capsvc.storage.codec import stored_event_view
 from capsvc.worker.ops_routes import install_ops
 
 SHARDS = web.AppKey("shards", dict)
@@ -187,21 +187,7 @@ async def pool_events(request: web.Request) -> web.Response:
     if pool is None:
         return problem(rj.POOL_NOT_FOUND, f"no pool {pool_id}")
     stored = await shard.log.pool_events(pool_id, after, limit)
-    events = []
-    for s in stored:
-        type_name, schema, body = encode_event(s.event)
-        events.append(
-            {
-                "seq": s.seq,
-                "version": s.pool_version,
-                "type": type_name,
-                "schema": schema,
-                "epoch": s.epoch,
-                "at_ms": s.at_ms,
-                "actor": s.actor,
-                "data": json.loads(body),
-            }
-        )
+    events = [stored_event_view(s) for s in stored]
     next_after = events[-1]["version"] if len(events) == limit else None
     return _json(
         {"pool_id": pool_id, "version": pool.version, "events": events, "next_after": next_after}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from capsvc.domain import events as ev
 from capsvc.domain.pool import KeyRetention
 from capsvc.planning.history import fold_until, timeline
-from capsvc.storage.codec import encode_event
+from capsvc.storage.codec import stored_event_view
 from capsvc.storage.log import StoredEvent
 
 RETENTION = KeyRetention()
@@ -61,22 +59,7 @@ def test_folding_in_pages_gives_the_same_pool():
 
 def served(events: list[StoredEvent]) -> list[dict]:
     """As GET /v1/admin/pools/{id}/events serves them."""
-    out = []
-    for s in events:
-        type_name, schema, body = encode_event(s.event)
-        out.append(
-            {
-                "seq": s.seq,
-                "version": s.pool_version,
-                "type": type_name,
-                "schema": schema,
-                "epoch": s.epoch,
-                "at_ms": s.at_ms,
-                "actor": s.actor,
-                "data": json.loads(body),
-            }
-        )
-    return out
+    return [stored_event_view(s) for s in events]
 
 
 def test_bookings_are_grouped_per_minute_and_changes_kept_one_by_one():
