@@ -70,6 +70,28 @@ class Load:
         self._thread.start()
         return self
 
+    def wait_flowing(self, acknowledged: int = 20, timeout_s: float = 20.0) -> None:
+        """Wait until `acknowledged` more reservations were acknowledged: the load runs."""
+        start = len(self.history.by_outcome("ok"))
+        self._wait(lambda: len(self.history.by_outcome("ok")) >= start + acknowledged,
+                   timeout_s, f"{acknowledged} acknowledged reservations")
+
+    def wait_every_client_past(self, t: float, timeout_s: float = 20.0) -> None:
+        """Wait until every client finished a request it started after `t` (e.g. after
+        `routers` changed, so that nothing is still in flight to a router being stopped)."""
+        def moved() -> bool:
+            done = {op.client for op in list(self.history.ops)
+                    if op.invoked >= t and op.outcome != "pending"}
+            return len(done) == self.clients
+        self._wait(moved, timeout_s, "every client past the change")
+
+    @staticmethod
+    def _wait(condition, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, f"load: timed out waiting for {what}"
+            time.sleep(0.02)
+
     def stop(self) -> History:
         self._stop.set()
         self._thread.join(60)

@@ -55,13 +55,14 @@ def test_a_crashed_host_loses_nothing_and_its_shards_move_within_the_session_tim
     writes on the other host within session_timeout + 3 s; the history check passes."""
     (a, b), pools = cluster
     load = Load([a.url], pools, clients=8, retry_s=15).start()
-    time.sleep(1.0)
+    load.wait_flowing()
     moved = _owned_by(a, "host-b")
     killed_at = time.monotonic()
     b.kill_all()
     wait_for(lambda: not _owned_by(a, "host-b") and all(
         row["state"] == "ready" for row in shard_owners(a).values()), 20, "b's shards to move")
-    time.sleep(1.0)
+    wait_for(lambda: len(load.history.first_success_after(killed_at)) == len(pools), 20,
+             "writes to every pool after the kill")
     history = load.stop()
     firsts = history.first_success_after(killed_at)
     failover_s = max(firsts[p] for p in pools) - killed_at
@@ -78,13 +79,13 @@ def test_a_rolling_restart_fails_no_request(cluster, tmp_path):
     load = Load([a.url], pools, clients=6, retry_s=0).start()
     for leaving, staying in ((b, a), (a, b)):
         load.routers = [staying.url]
-        time.sleep(0.5)
+        load.wait_every_client_past(time.monotonic())
         assert leaving.stop() == 0, leaving.log_text()[-3000:]
         wait_balanced(staying, workers=2, shard_count=8)
         leaving.start(ready=False)
         leaving.wait_ready()
         wait_balanced(staying, workers=4, shard_count=8)
-        time.sleep(0.5)
+        load.wait_flowing()
     history = load.stop()
     assert not history.failures(), [(o.status, o.code) for o in history.failures()[:10]]
     result = check(history, a, pools, CAPACITY)
@@ -96,7 +97,7 @@ def test_a_worker_killed_alone_is_restarted_and_reclaims_quickly(cluster):
     its previous life's nodes instead of waiting for the session to expire; history passes."""
     (a, b), pools = cluster
     load = Load([a.url, b.url], pools, clients=6, retry_s=15).start()
-    time.sleep(0.5)
+    load.wait_flowing()
     victim = b.child_pids()["capsvc: worker 0"]
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
@@ -118,7 +119,7 @@ def test_zookeeper_restart_within_the_session_timeout_moves_nothing(cluster, zoo
     (a, b), pools = cluster
     before = {s: (r["owner"]["worker_id"], r["owner"]["epoch"]) for s, r in shard_owners(a).items()}
     load = Load([a.url, b.url], pools, clients=6, retry_s=15).start()
-    time.sleep(0.5)
+    load.wait_flowing()
     stopped_at = time.monotonic()
     zookeeper.stop()
     zookeeper.start()
@@ -152,7 +153,7 @@ def test_a_paused_host_appends_nothing_after_it_wakes(cluster, tmp_path):
     and no shard file has an event from an older epoch after a newer one."""
     (a, b), pools = cluster
     load = Load([a.url], pools, clients=8, retry_s=20).start()
-    time.sleep(0.5)
+    load.wait_flowing()
     paused_shards = _owned_by(a, "host-b")
     os.killpg(b.process.pid, signal.SIGSTOP)
     time.sleep(SESSION_TIMEOUT_S + 2.0)
@@ -176,13 +177,13 @@ def test_a_host_joining_takes_its_share_without_failing_a_request(cluster, tmp_p
     (floor or ceil of 8/6 per worker) with zero failed requests; history check passes."""
     (a, b), pools = cluster
     load = Load([a.url, b.url], pools, clients=6, retry_s=0).start()
-    time.sleep(0.5)
+    load.wait_flowing()
     c = cluster_host(tmp_path / "shared", zookeeper, "host-c").start(ready=False)
     try:
         c.wait_ready()
         owners = wait_balanced(a, workers=6, shard_count=8)
         assert any(row["owner"]["host"] == "host-c" for row in owners.values())
-        time.sleep(0.5)
+        load.wait_flowing()
         history = load.stop()
         assert not history.failures(), [(o.status, o.code) for o in history.failures()[:10]]
         check(history, c, pools, CAPACITY)
