@@ -43,7 +43,7 @@ KEEPALIVE_S = 75.0
 HEADERS_MAX_BYTES = 16 * 1024
 FIELD_MAX_BYTES = 8190  # aiohttp's own limit: refuse here, with a problem, before it would
 PIPELINE_MAX = 16
-GRID_CACHE_MAX = 4096
+GRID_QUERIES_MAX = 4096
 FORWARD_REQUEST = (b"content-type", b"idempotency-key")
 FORWARD_RESPONSE = (b"content-type", b"idempotent-replayed", b"retry-after",
                     b"x-capsvc-epoch", b"x-capsvc-version")
@@ -116,7 +116,7 @@ class FastPath:
         self.timeout_s = state.config.limits.request_timeout_ms / 1000 + 1.0
         self.app_socket = app_socket
         self.aiohttp_protocol = aiohttp_protocol
-        self._grid_cache: dict[tuple, tuple[int, bytes]] = {}
+        self._as_of: tuple[float, bytes] = (0.0, b"")  # the last as_of and its text
         self._ids = 0
         self._prefix = f"{os.getpid():x}-{int(time.time()):x}-".encode()
         secret = state.config.cluster_secret if state.config.cluster.enabled else ""
@@ -220,24 +220,56 @@ class FastPath:
 
     # -- the availability grid ------------------------------------------------------------
     def _availability(self, request: Request, request_id: bytes) -> tuple[int, bytes]:
-        query = parse_qs(request.query.decode("latin-1"), keep_blank_values=True)
-        region, date, kind = (query.get(k, [None])[-1] for k in ("region", "date", "kind"))
-        assert region is not None and date is not None  # classify_valid checked them
-        workers = [c.name for c in self.topology.clients()]
-        as_of = self.model.as_of(workers)
+        """The hit path: the query is known valid (by its bytes), the day's pools are JSON
+        bytes the model keeps until one of them changes, and the answer is one join."""
+        query = availability_query(request.query)
+        assert query is not None  # valid_target checked it
+        as_of = self.model.as_of([c.name for c in self.topology.clients()])
         if as_of is None:
             return problem_response("shard_unavailable", "the availability read model is still "
                                     "loading", request_id, request.keep_alive, 1)
-        key = (region, date, kind or None)
-        cached = self._grid_cache.get(key)
-        if cached is None or cached[0] != self.model.generation:
-            if len(self._grid_cache) >= GRID_CACHE_MAX:
-                self._grid_cache.clear()
-            pools = json.dumps(self.model.grid(region, date, kind or None)).encode()
-            cached = self._grid_cache[key] = (self.model.generation, pools)
-        body = b'{"as_of": "' + _rfc3339(as_of) + b'", "pools": ' + cached[1] + b"}"
-        headers = [(b"Content-Type", b"application/json"), (b"X-Request-Id", request_id)]
-        return 200, http_response(200, headers, body, request.keep_alive)
+        if as_of != self._as_of[0]:
+            self._as_of = (as_of, _rfc3339(as_of))
+        as_of_text = self._as_of[1]
+        pools = self.model.grid_json(*query)
+        length = len(_GRID_BODY[0]) + len(as_of_text) + len(_GRID_BODY[1]) + len(pools) + 1
+        return 200, b"".join((
+            _GRID_HEAD, request_id, b"\r\nContent-Length: %d\r\n" % length,
+            _KEEP_ALIVE if request.keep_alive else _CLOSE,
+            _GRID_BODY[0], as_of_text, _GRID_BODY[1], pools, b"}",
+        ))
+
+
+# What `http_response` would write around a grid answer (tests hold the two equal).
+_GRID_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-Id: "
+_GRID_BODY = (b'{"as_of": "', b'", "pools": ')
+_KEEP_ALIVE, _CLOSE = b"Connection: keep-alive\r\n\r\n", b"Connection: close\r\n\r\n"
+_grid_queries: dict[bytes, tuple[str, str, str | None] | None] = {}
+
+
+def availability_query(raw: bytes) -> tuple[str, str, str | None] | None:
+    """(region, date, kind or None) of a valid availability query string, None for anything
+    the aiohttp app must answer (with its problem). Remembered by the raw bytes: clients ask
+    the same few days over and over."""
+    parsed = _grid_queries.get(raw, False)
+    if parsed is False:
+        parsed = _parse_availability(raw)
+        if len(_grid_queries) >= GRID_QUERIES_MAX:
+            _grid_queries.clear()
+        _grid_queries[raw] = parsed
+    return parsed
+
+
+def _parse_availability(raw: bytes) -> tuple[str, str, str | None] | None:
+    query = parse_qs(raw.decode("latin-1"), keep_blank_values=True)
+    if any(len(v) != 1 for v in query.values()) or set(query) - {"region", "date", "kind"}:
+        return None
+    region, date, kind = (query.get(k, [None])[0] for k in ("region", "date", "kind"))
+    if not (is_valid_id(region) and date is not None and is_date(date)
+            and (kind is None or kind == "" or is_valid_id(kind))):
+        return None
+    assert region is not None
+    return region, date, kind or None
 
 
 _CANONICAL = {"reserve": "/v1/pools/{pool_id}/reservations", "get_pool": "/v1/pools/{pool_id}",
@@ -256,12 +288,7 @@ def valid_target(route: str, target: str | None, url: bytes) -> bool:
         return is_valid_id(target)
     if route in ("get_reservation", "release"):
         return pool_of_reservation(target) is not None
-    query = parse_qs(url.partition(b"?")[2].decode("latin-1"), keep_blank_values=True)
-    if any(len(v) != 1 for v in query.values()) or set(query) - {"region", "date", "kind"}:
-        return False
-    region, date, kind = (query.get(k, [None])[0] for k in ("region", "date", "kind"))
-    return (is_valid_id(region) and date is not None and is_date(date)
-            and (kind is None or kind == "" or is_valid_id(kind)))
+    return availability_query(url.partition(b"?")[2]) is not None
 
 
 class FrontProtocol(asyncio.Protocol):

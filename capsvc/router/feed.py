@@ -27,7 +27,9 @@ async def follow_worker(
     while True:
         # Paged: a worker with many pools sends at most FEED_PAGE_POOLS per shard an answer,
         # so the first load is many quick answers instead of one that outlives the timeout.
-        path = (f"{INTERNAL_FEED}?wait_ms={wait_ms}&limit={FEED_PAGE_POOLS}"
+        # Compact rows: a fraction of a whole view's cost to render and parse (a worker from
+        # before them ignores `rows` and sends views, which the model reads too).
+        path = (f"{INTERNAL_FEED}?wait_ms={wait_ms}&limit={FEED_PAGE_POOLS}&rows=1"
                 f"&since={model.since_parameter()}")
         try:
             answer = await worker.get_json(path, timeout_s=timeout_ms / 1000)

@@ -418,23 +418,16 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
 def _board_views(
     state: RouterState, region: str | None, kind: str | None, dates: list[str]
 ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """Regions known, days with pools in `region`, and the pools of `region` on `dates`.
-    Reads the read model's day index (region, date) -> pool ids and its pool views."""
+    """Regions known, days with pools in `region`, and the pools of `region` on `dates`,
+    from the read model."""
     model = state.model
-    by_day: dict[tuple[str, str], set[str]] = model._by_day
-    views: dict[str, dict[str, Any]] = model._pools
-    regions = sorted({r for (r, _), ids in by_day.items() if ids})
+    regions = model.regions()
     if region is None:
         return regions, [], []
-    days = sorted(d for (r, d), ids in by_day.items() if r == region and ids)
+    days = model.days(region)
     if len(days) > BOARD_DAYS_LISTED_MAX:
         days = days[:BOARD_DAYS_LISTED_MAX]
-    pools = []
-    for date in dates:
-        for pool_id in sorted(by_day.get((region, date), ())):
-            view = views[pool_id]
-            if kind is None or view["kind"] == kind:
-                pools.append(view)
+    pools = [view for date in dates for view in model.views(region, date, kind)]
     return regions, days, pools
 
 

@@ -1,17 +1,57 @@
 """The router's eventually consistent read model of every pool, for the availability grid.
 
 Fed per shard: each feed answer carries the shard's position (a seq in its event log) and the
-current view of every pool that changed after the position we asked from. Views are states,
-not deltas, so applying one twice changes nothing, and a position that moves backwards
-(a restored or replaced file) simply triggers a full reload of that shard: no gaps, no double
-counting after a failover.
+current state of every pool that changed after the position we asked from. States, not
+deltas, so applying one twice changes nothing, and a position that moves backwards (a restored
+or replaced file) simply triggers a full reload of that shard: no gaps, no double counting
+after a failover.
+
+Memory: a pool is one `PoolEntry` (a tuple): its slot layout (ids and times) is shared by every
+pool with the same slots, and its counts sit in one int64 array, so 100k pools of 12 slots take
+tens of MiB, not the 700 MiB their decoded JSON views did. Grid answers are rendered from the
+entries once per (region, date, kind) and kept as bytes until a pool of that day changes.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from array import array
 from collections import defaultdict
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+GRID_CACHE_DAYS_MAX = 4096
+
+Shape = tuple[tuple[str, str, str], ...]  # per slot: slot_id, starts_at, ends_at
+
+
+class PoolEntry(NamedTuple):
+    pool_id: str
+    kind: str
+    region: str
+    date: str
+    version: int
+    total_capacity: int | None
+    total_reserved: int
+    shape: Shape
+    counts: Sequence[int]  # per slot, in shape order: capacity, reserved, open (0 or 1)
+
+
+def _counts(values: list[int]) -> Sequence[int]:
+    try:
+        return array("q", values)
+    except OverflowError:  # beyond int64: never with the input limits, but never wrong either
+        return tuple(values)
+
+
+def _available(entry: PoolEntry, capacity: int, reserved: int) -> int:
+    """`Pool.available` on the entry's numbers (tests hold the two equal)."""
+    free = capacity - reserved
+    if entry.total_capacity is not None:
+        free = min(free, entry.total_capacity - entry.total_reserved)
+    return max(free, 0)
 
 
 class ReadModel:
@@ -19,72 +59,211 @@ class ReadModel:
         self.shard_count = shard_count
         self.positions: dict[int, int] = {}
         self.shard_states: dict[int, str] = {}
-        self._pools: dict[str, dict[str, Any]] = {}
+        self._pools: dict[str, PoolEntry] = {}
         self._by_shard: dict[int, set[str]] = defaultdict(set)
-        self._by_day: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._by_day: dict[tuple[str, str], set[str]] = {}
+        self._shapes: dict[Shape, list[Any]] = {}  # layout -> [the shared tuple, users]
+        self._grids: dict[tuple[str, str], dict[str | None, bytes]] = {}  # day -> kind -> JSON
         self.synced_at: dict[str, float] = {}  # worker name -> wall time of its last answer
         self.caught_up: set[int] = set()  # shards whose pools were all loaded once
-        self.generation = 0  # bumped on every change, so that readers can cache answers
+        self.generation = 0  # bumped on every change to a pool
 
+    # -- feeding -----------------------------------------------------------------------------
     def apply(self, worker: str, answer: dict[str, Any], at: float | None = None) -> None:
+        """One feed answer: shards with news, and (compact answers) the ready shards that
+        had nothing new since the position we asked from."""
         for key, shard in answer["shards"].items():
             shard_id = int(key)
             self.shard_states[shard_id] = shard["state"]
             if shard["full"]:
                 for pool_id in list(self._by_shard[shard_id]):
                     self._drop(pool_id)
-                self.generation += 1
-            for view in shard["pools"]:
-                self._put(shard_id, view)
-            if shard["pools"]:
-                self.generation += 1
+            if "rows" in shard:
+                for row in shard["rows"]:
+                    self._put(shard_id, self._entry_from_row(row))
+            else:  # a worker from before compact rows: whole pool views
+                for view in shard["pools"]:
+                    self._put(shard_id, self._entry_from_view(view))
             self.positions[shard_id] = shard["position"]
             if shard["position"] >= shard.get("last_seq", shard["position"]):
                 self.caught_up.add(shard_id)  # loaded completely at least once
+        for shard_id in answer.get("unchanged", ()):
+            self.shard_states[shard_id] = "ready"
+            self.caught_up.add(shard_id)  # its position is the one we asked from: its last seq
         self.synced_at[worker] = time.time() if at is None else at
 
-    def _put(self, shard_id: int, view: dict[str, Any]) -> None:
-        pool_id = view["pool_id"]
+    def _entry_from_row(self, row: list[Any]) -> PoolEntry:
+        """A feed row: [pool_id, kind, region, date, version, total_capacity, total_reserved,
+        [[slot_id, starts_at, ends_at, capacity, reserved, open], ...]]."""
+        pool_id, kind, region, date, version, total_capacity, total_reserved, slots = row
+        return PoolEntry(
+            pool_id,
+            sys.intern(kind),
+            sys.intern(region),
+            sys.intern(date),
+            version,
+            total_capacity,
+            total_reserved,
+            tuple((s[0], s[1], s[2]) for s in slots),
+            _counts([n for s in slots for n in (s[3], s[4], int(s[5]))]),
+        )
+
+    def _entry_from_view(self, view: dict[str, Any]) -> PoolEntry:
+        slots = view["slots"]
+        return self._entry_from_row(
+            [
+                view["pool_id"],
+                view["kind"],
+                view["region"],
+                view["date"],
+                view["version"],
+                view["total_capacity"],
+                view["total_reserved"],
+                [
+                    (
+                        s["slot_id"],
+                        s["starts_at"],
+                        s["ends_at"],
+                        s["capacity"],
+                        s["reserved"],
+                        s["open"],
+                    )
+                    for s in slots
+                ],
+            ]
+        )
+
+    def _put(self, shard_id: int, entry: PoolEntry) -> None:
+        pool_id = entry.pool_id
         old = self._pools.get(pool_id)
         if old is not None:
-            self._by_day[(old["region"], old["date"])].discard(pool_id)
-        self._pools[pool_id] = view
+            if old == entry:
+                return  # sent again (a reload, a repeated page): cached grids stay valid
+            self._unlink(old)
+        entry = entry._replace(shape=self._share(entry.shape))
+        self._pools[pool_id] = entry
         self._by_shard[shard_id].add(pool_id)
-        self._by_day[(view["region"], view["date"])].add(pool_id)
+        day = (entry.region, entry.date)
+        self._by_day.setdefault(day, set()).add(pool_id)
+        self._changed(day)
 
     def _drop(self, pool_id: str) -> None:
-        view = self._pools.pop(pool_id)
-        self._by_day[(view["region"], view["date"])].discard(pool_id)
+        self._unlink(self._pools.pop(pool_id))
         for members in self._by_shard.values():
             members.discard(pool_id)
+
+    def _unlink(self, entry: PoolEntry) -> None:
+        """Take `entry` out of its day and give back its share of its layout."""
+        day = (entry.region, entry.date)
+        members = self._by_day[day]
+        members.discard(entry.pool_id)
+        if not members:
+            del self._by_day[day]
+        self._changed(day)
+        shared = self._shapes[entry.shape]
+        shared[1] -= 1
+        if shared[1] == 0:
+            del self._shapes[entry.shape]
+
+    def _share(self, shape: Shape) -> Shape:
+        """The one tuple every pool with this slot layout points at."""
+        shared = self._shapes.get(shape)
+        if shared is None:
+            shared = self._shapes[shape] = [shape, 0]
+        shared[1] += 1
+        return shared[0]
+
+    def _changed(self, day: tuple[str, str]) -> None:
+        self.generation += 1
+        self._grids.pop(day, None)  # only this day's grids are rendered again
 
     def since_parameter(self) -> str:
         return ",".join(f"{s}:{p}" for s, p in sorted(self.positions.items()))
 
+    # -- reading -----------------------------------------------------------------------------
     def grid(self, region: str, date: str, kind: str | None) -> list[dict[str, Any]]:
+        """The pools of one day (optionally of one kind), as `/v1/availability` lists them."""
         out = []
-        for pool_id in sorted(self._by_day.get((region, date), ())):
-            view = self._pools[pool_id]
-            if kind is not None and view["kind"] != kind:
-                continue
+        for entry in self._entries(region, date, kind):
+            counts = entry.counts
             out.append(
                 {
-                    "pool_id": pool_id,
-                    "kind": view["kind"],
+                    "pool_id": entry.pool_id,
+                    "kind": entry.kind,
                     "region": region,
                     "date": date,
                     "slots": [
                         {
-                            "slot_id": s["slot_id"],
-                            "starts_at": s["starts_at"],
-                            "ends_at": s["ends_at"],
-                            "bookable": s["bookable"],
+                            "slot_id": slot_id,
+                            "starts_at": starts_at,
+                            "ends_at": ends_at,
+                            "bookable": bool(counts[3 * i + 2])
+                            and _available(entry, counts[3 * i], counts[3 * i + 1]) > 0,
                         }
-                        for s in view["slots"]
+                        for i, (slot_id, starts_at, ends_at) in enumerate(entry.shape)
                     ],
                 }
             )
         return out
+
+    def grid_json(self, region: str, date: str, kind: str | None) -> bytes:
+        """`json.dumps(grid(...))`, rendered once per change of the day."""
+        day = (region, date)
+        grids = self._grids.get(day)
+        if grids is None:
+            if len(self._grids) >= GRID_CACHE_DAYS_MAX:
+                self._grids.clear()
+            grids = self._grids[day] = {}
+        rendered = grids.get(kind)
+        if rendered is None:
+            rendered = grids[kind] = json.dumps(self.grid(region, date, kind)).encode()
+        return rendered
+
+    def view(self, pool_id: str) -> dict[str, Any]:
+        """A pool as the worker's `availability_view` rendered it (the planner board's rows)."""
+        entry = self._pools[pool_id]
+        counts = entry.counts
+        slots = []
+        for i, (slot_id, starts_at, ends_at) in enumerate(entry.shape):
+            capacity, reserved, is_open = counts[3 * i], counts[3 * i + 1], bool(counts[3 * i + 2])
+            available = _available(entry, capacity, reserved)
+            slots.append(
+                {
+                    "slot_id": slot_id,
+                    "starts_at": starts_at,
+                    "ends_at": ends_at,
+                    "capacity": capacity,
+                    "reserved": reserved,
+                    "available": available,
+                    "open": is_open,
+                    "bookable": is_open and available > 0,
+                }
+            )
+        return {
+            "pool_id": entry.pool_id,
+            "kind": entry.kind,
+            "region": entry.region,
+            "date": entry.date,
+            "version": entry.version,
+            "total_capacity": entry.total_capacity,
+            "total_reserved": entry.total_reserved,
+            "slots": slots,
+        }
+
+    def views(self, region: str, date: str, kind: str | None) -> list[dict[str, Any]]:
+        return [self.view(e.pool_id) for e in self._entries(region, date, kind)]
+
+    def regions(self) -> list[str]:
+        return sorted({region for region, _ in self._by_day})
+
+    def days(self, region: str) -> list[str]:
+        return sorted(date for r, date in self._by_day if r == region)
+
+    def _entries(self, region: str, date: str, kind: str | None) -> Iterable[PoolEntry]:
+        for pool_id in sorted(self._by_day.get((region, date), ())):
+            entry = self._pools[pool_id]
+            if kind is None or entry.kind == kind:
+                yield entry
 
     def as_of(self, workers: list[str]) -> float | None:
         """The time up to which the model is known complete: the oldest worker's last answer

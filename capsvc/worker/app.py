@@ -20,6 +20,7 @@ from aiohttp import web
 from capsvc.config import Config
 from capsvc.domain import commands as cmd
 from capsvc.domain import rejections as rj
+from capsvc.domain.pool import Pool
 from capsvc.domain.views import availability_view, pool_view, reservation_view
 from capsvc.errors import ShardUnavailable, UpstreamTimeout
 from capsvc.http import parsing
@@ -42,7 +43,7 @@ VERSION_HEADER = "X-Capsvc-Version"
 _NONCES = bytearray()
 
 
-def _nonce() -> str:
+def new_nonce() -> str:
     """12 hex digits from the OS's CSPRNG, read in bulk: one getrandom call per 680 ids."""
     global _NONCES
     if len(_NONCES) < 6:
@@ -52,11 +53,11 @@ def _nonce() -> str:
     return value
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _limits(config: Config) -> parsing.InputLimits:
+def input_limits(config: Config) -> parsing.InputLimits:
     lim = config.limits
     return parsing.InputLimits(lim.units_max, lim.capacity_max, lim.slots_per_pool_max)
 
@@ -114,21 +115,21 @@ def _with_order(response: web.Response, result: CommandResult) -> web.Response:
 async def define_pool(request: web.Request) -> web.Response:
     pool_id = parsing.path_id(request, "pool_id")
     body = await parsing.read_json_object(request)
-    command = parsing.parse_define_pool(pool_id, body, _limits(request.app[CONFIG]))
+    command = parsing.parse_define_pool(pool_id, body, input_limits(request.app[CONFIG]))
     return _render(await _execute(request, command))
 
 
 async def change_total_capacity(request: web.Request) -> web.Response:
     pool_id = parsing.path_id(request, "pool_id")
     body = await parsing.read_json_object(request)
-    command = parsing.parse_change_total(pool_id, body, _limits(request.app[CONFIG]))
+    command = parsing.parse_change_total(pool_id, body, input_limits(request.app[CONFIG]))
     return _render(await _execute(request, command))
 
 
 async def add_slot(request: web.Request) -> web.Response:
     pool_id = parsing.path_id(request, "pool_id")
     body = await parsing.read_json_object(request)
-    slot = parsing.parse_slot(body, "", _limits(request.app[CONFIG]))
+    slot = parsing.parse_slot(body, "", input_limits(request.app[CONFIG]))
     result = await _execute(request, cmd.AddSlot(pool_id, slot))
     if result.rejection is None:
         return _with_order(_json(result.body, 201), result)
@@ -139,7 +140,7 @@ async def update_slot(request: web.Request) -> web.Response:
     pool_id = parsing.path_id(request, "pool_id")
     slot_id = parsing.path_id(request, "slot_id")
     body = await parsing.read_json_object(request)
-    command = parsing.parse_update_slot(pool_id, slot_id, body, _limits(request.app[CONFIG]))
+    command = parsing.parse_update_slot(pool_id, slot_id, body, input_limits(request.app[CONFIG]))
     return _render(await _execute(request, command))
 
 
@@ -148,14 +149,14 @@ async def reserve(request: web.Request) -> web.Response:
     key = parsing.idempotency_key(request)
     body = await parsing.read_json_object(request)
     command = parsing.parse_reserve(
-        pool_id, body, key, _limits(request.app[CONFIG]), _nonce(), _now_ms()
+        pool_id, body, key, input_limits(request.app[CONFIG]), new_nonce(), now_ms()
     )
     return _render(await _execute(request, command))
 
 
 async def release(request: web.Request) -> web.Response:
     pool_id, reservation_id = parsing.path_reservation(request)
-    result = await _execute(request, cmd.ReleaseReservation(pool_id, reservation_id, _now_ms()))
+    result = await _execute(request, cmd.ReleaseReservation(pool_id, reservation_id, now_ms()))
     return _render(result)
 
 
@@ -228,13 +229,17 @@ def _positions(raw: str) -> dict[int, int]:
 
 
 async def feed(request: web.Request) -> web.Response:
-    """Pools changed since the router's per-shard positions; waits a little if none did."""
+    """Pools changed since the router's per-shard positions; waits a little if none did.
+
+    With `rows=1` (routers that read compact rows) each pool is a `_feed_row`, not a whole
+    view, and a ready shard with nothing new is only listed in `unchanged`."""
     shards: dict[int, Shard] = request.app[SHARDS]
     positions = _positions(request.query.get("since", ""))
     wait_ms = parsing.query_int(
         request, "wait_ms", 0, 0, request.app[CONFIG].read_model.feed_wait_ms
     )
     limit = parsing.query_int(request, "limit", 2000, 1, 100_000)
+    compact = request.query.get("rows") == "1"
     changed: asyncio.Event = request.app[CHANGED]
     deadline = time.monotonic() + wait_ms / 1000
     while True:
@@ -249,28 +254,60 @@ async def feed(request: web.Request) -> web.Response:
                 await changed.wait()
         except TimeoutError:
             break
-    out = {}
+    out: dict[str, Any] = {}
+    unchanged = []
     for shard_id, shard in shards.items():
         since = positions.get(shard_id, 0)
         full = since <= 0 or since > shard.last_seq  # unknown position: send everything
-        views = []
+        pools = []
         if shard.state is ShardState.FAILED:
             position, full = since, False  # its memory is not trustworthy: send nothing
         else:
             pool_ids, position = shard.changes_since(0 if full else since, limit)
+            render = _feed_row if compact else availability_view
             for pool_id in pool_ids:
                 pool = await shard.read_pool(pool_id)
                 if pool is not None:
-                    views.append(availability_view(pool))
+                    pools.append(render(pool))
+        if (
+            compact
+            and not pools
+            and not full
+            and position == since
+            and shard.state is ShardState.READY
+        ):
+            unchanged.append(shard_id)
+            continue
         out[str(shard_id)] = {
             "state": shard.state.value,
             "epoch": shard.epoch,
             "position": position,
             "last_seq": shard.last_seq,
             "full": full,
-            "pools": views,
+            "rows" if compact else "pools": pools,
         }
-    return _json({"worker": request.app[WORKER_INDEX], "shards": out})
+    answer = {"worker": request.app[WORKER_INDEX], "shards": out}
+    if compact:
+        answer["unchanged"] = unchanged
+    return _json(answer)
+
+
+def _feed_row(pool: Pool) -> list[Any]:
+    """A pool as the router's read model keeps it (`ReadModel._entry_from_row`): about a
+    tenth of the work of a whole view, and half its bytes."""
+    return [
+        pool.pool_id,
+        pool.kind,
+        pool.region,
+        pool.date,
+        pool.version,
+        pool.total_capacity,
+        pool.total_reserved,
+        [
+            [s.slot_id, s.starts_at, s.ends_at, s.capacity, s.reserved, s.open]
+            for s in pool.slots.values()
+        ],
+    ]
 
 
 def shard_status(shard: Shard) -> dict[str, Any]:

@@ -1,0 +1,167 @@
+"""The router's grid hit path answers the bytes the general response writer gave, for the
+same queries it accepted before."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from urllib.parse import parse_qs
+
+import pytest
+
+from capsvc.config import Config
+from capsvc.domain.ids import is_valid_id
+from capsvc.http.parsing import is_date
+from capsvc.router import fastpath
+from capsvc.router.fastpath import FastPath, Request, _rfc3339, http_response, valid_target
+from capsvc.router.read_model import ReadModel
+
+DAY = "2026-12-01"
+
+
+def _old_valid(url: bytes) -> bool:
+    """The availability check as it was before queries were remembered by their bytes."""
+    query = parse_qs(url.partition(b"?")[2].decode("latin-1"), keep_blank_values=True)
+    if any(len(v) != 1 for v in query.values()) or set(query) - {"region", "date", "kind"}:
+        return False
+    region, date, kind = (query.get(k, [None])[0] for k in ("region", "date", "kind"))
+    return (
+        is_valid_id(region)
+        and date is not None
+        and is_date(date)
+        and (kind is None or kind == "" or is_valid_id(kind))
+    )
+
+
+QUERIES = [
+    b"region=r&date=2026-12-01",
+    b"date=2026-12-01&region=r",
+    b"region=r&date=2026-12-01&kind=",
+    b"region=r&date=2026-12-01&kind=van",
+    b"region=r%31&date=2026-12-01",
+    b"region=r",
+    b"date=2026-12-01",
+    b"region=r&date=2026-13-01",
+    b"region=r&date=2026-12-01&x=1",
+    b"region=r&region=s&date=2026-12-01",
+    b"region=&date=2026-12-01",
+    b"region=r&date=",
+    b"region=r r&date=2026-12-01",
+    b"region=r&date=2026-12-01&kind=%20",
+    b"",
+    b"region",
+    b"region=r&date=2026-12-01&",
+    b"region=r;date=2026-12-01",
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_the_availability_query_check_is_the_one_it_was(query):
+    url = b"/v1/availability?" + query
+    for _ in range(2):  # the first call parses, the second is remembered
+        assert valid_target("availability", None, url) == _old_valid(url)
+
+
+def test_remembered_queries_are_bounded(monkeypatch):
+    monkeypatch.setattr(fastpath, "GRID_QUERIES_MAX", 8)
+    for i in range(50):
+        fastpath.availability_query(b"region=q%d&date=2026-12-01" % i)
+        assert len(fastpath._grid_queries) <= 8
+
+
+class _Topology:
+    def clients(self):
+        return [SimpleNamespace(name="w0")]
+
+
+def _fast(model: ReadModel) -> FastPath:
+    state = SimpleNamespace(topology=_Topology(), model=model, config=Config())
+    return FastPath(state, "/nonexistent.sock", lambda: None)
+
+
+def _model() -> ReadModel:
+    model = ReadModel(shard_count=1)
+    rows = [
+        [
+            f"p{i}",
+            "van" if i % 2 else "bike",
+            "r",
+            DAY,
+            3,
+            None,
+            0,
+            [
+                ["a", f"{DAY}T08:00:00Z", f"{DAY}T09:00:00Z", 2, i % 3, True],
+                ["b", f"{DAY}T09:00:00Z", f"{DAY}T10:00:00Z", 1, 0, i != 2],
+            ],
+        ]
+        for i in range(4)
+    ]
+    model.apply(
+        "w0",
+        {
+            "shards": {
+                "0": {
+                    "state": "ready",
+                    "epoch": 1,
+                    "position": 1,
+                    "last_seq": 1,
+                    "full": True,
+                    "rows": rows,
+                }
+            }
+        },
+        at=1_795_000_000.1234,
+    )
+    return model
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize(
+    "query,kind",
+    [
+        (b"region=r&date=2026-12-01", None),
+        (b"region=r&date=2026-12-01&kind=", None),
+        (b"region=r&date=2026-12-01&kind=van", "van"),
+        (b"region=zz&date=2026-12-01", None),
+    ],
+)
+def test_a_grid_answer_is_byte_for_byte_what_the_response_writer_gave(keep_alive, query, kind):
+    model = _model()
+    fast = _fast(model)
+    region = parse_qs(query.decode())["region"][0]
+    request = Request(
+        b"GET", b"/v1/availability?" + query, {}, b"", keep_alive, "availability", None
+    )
+    for _ in range(2):  # rendered, then cached
+        status, data = fast._availability(request, b"req-1")
+        body = (
+            b'{"as_of": "'
+            + _rfc3339(model.as_of(["w0"]))
+            + b'", "pools": '
+            + json.dumps(model.grid(region, DAY, kind)).encode()
+            + b"}"
+        )
+        expected = http_response(
+            200,
+            [(b"Content-Type", b"application/json"), (b"X-Request-Id", b"req-1")],
+            body,
+            keep_alive,
+        )
+        assert (status, data) == (200, expected)
+        assert json.loads(body)["as_of"] == "2026-11-18T11:06:40.123Z"
+
+
+def test_a_model_still_loading_answers_the_problem_it_did():
+    fast = _fast(ReadModel(shard_count=1))
+    request = Request(
+        b"GET", b"/v1/availability?region=r&date=2026-12-01", {}, b"", True, "availability", None
+    )
+    status, data = fast._availability(request, b"req-2")
+    assert status == 503
+    assert (
+        data
+        == fastpath.problem_response(
+            "shard_unavailable", "the availability read model is still loading", b"req-2", True, 1
+        )[1]
+    )
