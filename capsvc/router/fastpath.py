@@ -117,6 +117,7 @@ class FastPath:
         self.app_socket = app_socket
         self.aiohttp_protocol = aiohttp_protocol
         self._as_of: tuple[float, bytes] = (0.0, b"")  # the last as_of and its text
+        self._metrics: dict[tuple, tuple[Any, Any]] = {}  # (route, method, status) -> children
         self._ids = 0
         self._prefix = f"{os.getpid():x}-{int(time.time()):x}-".encode()
         secret = state.config.cluster_secret if state.config.cluster.enabled else ""
@@ -157,9 +158,15 @@ class FastPath:
                                     e.retry_after_s, **e.fields)
 
     def observe(self, request: Request, status: int) -> None:
-        route = _CANONICAL.get(request.route or "", "unmatched")
-        self.state.requests.labels(route, request.method.decode(), str(status)).inc()
-        self.state.latency.labels(route, str(status)).observe(time.perf_counter() - request.started)
+        key = (request.route, request.method, status)
+        metrics = self._metrics.get(key)
+        if metrics is None:  # labels() costs more than a whole grid answer: look it up once
+            route = _CANONICAL.get(request.route or "", "unmatched")
+            metrics = self._metrics[key] = (
+                self.state.requests.labels(route, request.method.decode(), str(status)),
+                self.state.latency.labels(route, str(status)))
+        metrics[0].inc()
+        metrics[1].observe(time.perf_counter() - request.started)
 
     # -- proxied routes ----------------------------------------------------------------------
     def _upstream_bytes(self, request: Request, request_id: bytes) -> bytes:
@@ -219,6 +226,10 @@ class FastPath:
             return response
 
     # -- the availability grid ------------------------------------------------------------
+    def grid(self, request: Request) -> tuple[int, bytes]:
+        """A grid answer, at once (it never waits for anything)."""
+        return self._availability(request, self.request_id(request))
+
     def _availability(self, request: Request, request_id: bytes) -> tuple[int, bytes]:
         """The hit path: the query is known valid (by its bytes), the day's pools are JSON
         bytes the model keeps until one of them changes, and the answer is one join."""
@@ -416,6 +427,14 @@ class FrontProtocol(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive() and not self.fast.draining
         request = Request(self.parser.get_method(), self._url, self._headers,
                           b"".join(self._body), keep_alive, self._route, self._target)
+        if (request.route == "availability" and keep_alive and self._serving is None
+                and not self._queue and self.transport is not None):
+            # The grid's hit path: nothing waits before it, so answer now, with no task.
+            status, response = self.fast.grid(request)
+            self.fast.observe(request, status)
+            self.transport.write(response)
+            self._arm(KEEPALIVE_S)
+            return
         self._queue.append(request)
         if len(self._queue) >= PIPELINE_MAX and self.transport is not None:
             self.transport.pause_reading()

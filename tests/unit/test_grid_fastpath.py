@@ -3,6 +3,7 @@ same queries it accepted before."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 from urllib.parse import parse_qs
@@ -13,7 +14,14 @@ from capsvc.config import Config
 from capsvc.domain.ids import is_valid_id
 from capsvc.http.parsing import is_date
 from capsvc.router import fastpath
-from capsvc.router.fastpath import FastPath, Request, _rfc3339, http_response, valid_target
+from capsvc.router.fastpath import (
+    FastPath,
+    FrontProtocol,
+    Request,
+    _rfc3339,
+    http_response,
+    valid_target,
+)
 from capsvc.router.read_model import ReadModel
 
 DAY = "2026-12-01"
@@ -165,3 +173,77 @@ def test_a_model_still_loading_answers_the_problem_it_did():
             "shard_unavailable", "the availability read model is still loading", b"req-2", True, 1
         )[1]
     )
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _grid_request(region: str, extra: str = "") -> bytes:
+    return (
+        f"GET /v1/availability?region={region}&date={DAY} HTTP/1.1\r\nHost: x\r\n"
+        f"X-Request-Id: {region}\r\n{extra}\r\n"
+    ).encode()
+
+
+def test_pipelined_grid_requests_are_answered_in_order_and_close_is_honoured():
+    async def scenario() -> list[bytes]:
+        fast = _fast(_model())
+        fast.state.requests = fast.state.latency = _Metrics()
+        protocol = FrontProtocol(fast)
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(
+            _grid_request("r") + _grid_request("zz") + _grid_request("r", "Connection: close\r\n")
+        )
+        deadline = asyncio.get_running_loop().time() + 5
+        while not transport.closed and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.001)
+        protocol.connection_lost(None)
+        assert transport.closed
+        return transport.written
+
+    written = asyncio.run(scenario())
+    assert len(written) == 3
+    assert [json.loads(w.partition(b"\r\n\r\n")[2])["pools"] != [] for w in written] == [
+        True,
+        False,
+        True,
+    ]
+    assert [w.split(b"X-Request-Id: ")[1].split(b"\r\n")[0] for w in written] == [
+        b"r",
+        b"zz",
+        b"r",
+    ]
+    assert b"Connection: keep-alive" in written[0] and b"Connection: close" in written[2]
+
+
+class _Metrics:
+    """Stands in for the router's Prometheus metrics (counted, not exported)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def labels(self, *labels: str) -> _Metrics:
+        self.seen.append(labels)
+        return self
+
+    def inc(self) -> None:
+        pass
+
+    def observe(self, value: float) -> None:
+        pass
