@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import secrets
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from capsvc.testing.serve_process import ServeProcess, children, serve_config
 
 
 def _die_with_parent() -> None:
@@ -70,14 +67,19 @@ class CapsvcProcess:
         self.admin_token = admin_token or "load-" + secrets.token_hex(16)
         self.worker_port_base = free_port_block(workers) if worker_ports else 0
         self.config_path = data_dir.parent / f"{data_dir.name}.toml"
-        self.config_path.write_text(
-            f'[service]\ndata_dir = "{data_dir}"\nport = 0\nworkers = {workers}\n'
-            f"shard_count = {shard_count}\nworker_port_base = {self.worker_port_base}\n"
-            '[logging]\nlevel = "WARNING"\nformat = "text"\n' + extra_config
-        )
+        self.config_path.write_text(serve_config(
+            data_dir, workers=workers, shard_count=shard_count, log_level="WARNING",
+            service_extra=f"worker_port_base = {self.worker_port_base}\n", extra=extra_config))
         self.process: subprocess.Popen | None = None
-        self.port: int | None = None
-        self.output: list[str] = []
+        self._serve: ServeProcess | None = None
+
+    @property
+    def port(self) -> int | None:
+        return self._serve.port if self._serve is not None else None
+
+    @property
+    def output(self) -> list[str]:
+        return self._serve.output if self._serve is not None else []
 
     @property
     def url(self) -> str:
@@ -89,12 +91,8 @@ class CapsvcProcess:
 
     def start(self, timeout_s: float = 120) -> CapsvcProcess:
         env = {**os.environ, "CAPSVC_ADMIN_TOKEN": self.admin_token}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "capsvc", "serve", "--config", str(self.config_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
-        threading.Thread(target=self._read_output, daemon=True).start()
+        self._serve = ServeProcess(self.config_path, env, preexec_fn=_die_with_parent)
+        self.process = self._serve.process
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -105,29 +103,12 @@ class CapsvcProcess:
         self.stop()
         raise RuntimeError(f"capsvc not ready in {timeout_s}s: {''.join(self.output)[-2000:]}")
 
-    def _read_output(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            match = re.search(r"listening on http://[\d.]+:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-
     def pids(self) -> dict[str, int]:
         """Role -> pid: 'supervisor', 'router', 'worker 0', ... (children found in /proc)."""
         assert self.process is not None
-        out = {"supervisor": self.process.pid}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                out[title.removeprefix("capsvc: ")] = int(entry.name)
-        return out
+        return {"supervisor": self.process.pid,
+                **{title.removeprefix("capsvc: "): pid
+                   for title, pid in children(self.process.pid).items()}}
 
     def stop(self, timeout_s: float = 60) -> int:
         """SIGTERM the supervisor (it drains everything); SIGKILL its own group if stuck."""

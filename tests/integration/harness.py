@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +15,10 @@ from typing import Any
 
 import aiohttp
 
+from capsvc.testing.serve_process import REPO as REPO  # re-exported for the tests
+from capsvc.testing.serve_process import ServeProcess, children, serve_config
+
 ADMIN_TOKEN = "test-admin-token-0123456789"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.05):
@@ -47,45 +46,38 @@ class Service:
         self.data_dir = data_dir
         self.workers = workers
         self.config_path = data_dir.parent / f"{config_name or data_dir.name}.toml"
-        self.config_path.write_text(
-            f'[service]\ndata_dir = "{data_dir}"\nport = 0\nworkers = {workers}\n'
-            f"shard_count = {shard_count}\n{service_extra}"
-            '[logging]\nlevel = "INFO"\nformat = "text"\n' + extra_config
-        )
+        self.config_path.write_text(serve_config(
+            data_dir, workers=workers, shard_count=shard_count, log_level="INFO",
+            service_extra=service_extra, extra=extra_config))
         self.env = {**os.environ, **(env or {})}
         self.env.pop("CAPSVC_ADMIN_TOKEN", None)
         if admin_token is not None:
             self.env["CAPSVC_ADMIN_TOKEN"] = admin_token
         self.admin_token = admin_token
         self.process: subprocess.Popen | None = None
-        self.port: int | None = None
         self.ssl_context = None  # set by TLS tests: the client then speaks https
-        self.output: list[str] = []
-        self._reader: threading.Thread | None = None
+        self._serve: ServeProcess | None = None
 
     # -- process control -------------------------------------------------------------------
+    def command_prefix(self) -> tuple[str, ...]:
+        """What runs `capsvc serve` (a subclass may enter a network namespace)."""
+        return ()
+
     def start(self, ready: bool = True) -> Service:
-        self.output = []
-        self.port = None
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "capsvc", "serve", "--config", str(self.config_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
-            cwd=REPO, start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read_output, daemon=True)
-        self._reader.start()
+        self._serve = ServeProcess(self.config_path, self.env, prefix=self.command_prefix())
+        self.process = self._serve.process
         if ready:
             wait_for(lambda: self.port, 30, "the listening line")
             self.wait_ready()
         return self
 
-    def _read_output(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            match = re.search(r"listening on http://[\d.]+:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
+    @property
+    def port(self) -> int | None:
+        return self._serve.port if self._serve is not None else None
+
+    @property
+    def output(self) -> list[str]:
+        return self._serve.output if self._serve is not None else []
 
     def log_text(self) -> str:
         return "".join(self.output)
@@ -103,8 +95,8 @@ class Service:
         try:
             return self.process.wait(timeout_s)
         finally:
-            if self._reader is not None:
-                self._reader.join(5)
+            if self._serve is not None:
+                self._serve.reader.join(5)
 
     def kill_all(self) -> None:
         """SIGKILL the whole process group (supervisor, workers, router)."""
@@ -115,19 +107,7 @@ class Service:
     def child_pids(self) -> dict[str, int]:
         """Process title -> pid for this supervisor's children (read from /proc)."""
         assert self.process is not None
-        out = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.process.pid:
-                out[cmdline] = int(entry.name)
-        return out
+        return children(self.process.pid)
 
     # -- HTTP ------------------------------------------------------------------------------
     @property

@@ -469,10 +469,11 @@ def linearize(ops: list[Op], capacity: dict[str, int], total_capacity: int | Non
     """A linearization of `ops` against the pool model (a list of the operations that took
     effect, in order), or None if there is none. Unknown operations may take effect at any
     point after their invocation, or never. Raises SearchTooLarge past `budget` steps."""
-    relevant = [op for op in ops
-                if op.kind in ("reserve", "release", "read_pool")
-                and (op.outcome in ("ok", "unknown")
-                     or (op.outcome == "rejected" and op.code == "capacity_exhausted"))]
+    relevant = [op for op in ops  # a read without an answer changed nothing and tells nothing
+                if (op.kind in ("reserve", "release") and op.outcome == "unknown")
+                or (op.kind in ("reserve", "release", "read_pool") and op.outcome == "ok")
+                or (op.kind == "reserve" and op.outcome == "rejected"
+                    and op.code == "capacity_exhausted")]
     n = len(relevant)
     must = sum(1 << i for i, op in enumerate(relevant) if op.outcome != "unknown")
     slots = sorted(capacity)

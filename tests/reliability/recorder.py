@@ -115,6 +115,19 @@ class Workload:
         time.sleep(seconds)
         return self.stop()
 
+    def wait_flowing(self, acknowledged: int = 20, timeout_s: float = 20.0) -> None:
+        """Wait until `acknowledged` more reservations were acknowledged: the load runs (a
+        fault injected before that would hit an idle service)."""
+        def count() -> int:
+            return sum(1 for op in list(self.ops) if op.kind == "reserve" and op.outcome == "ok")
+        wanted = count() + acknowledged
+        deadline = time.monotonic() + timeout_s
+        while count() < wanted:
+            assert self._thread.is_alive(), "the workload stopped"
+            assert time.monotonic() < deadline, (
+                f"fewer than {acknowledged} reservations acknowledged in {timeout_s:g}s")
+            time.sleep(0.02)
+
     def acked_since(self, t: float) -> set[str]:
         """Pools with a reserve invoked after `t` and acknowledged."""
         return {op.pool_id for op in list(self.ops)

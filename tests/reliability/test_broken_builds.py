@@ -65,7 +65,7 @@ def test_a_worker_killed_while_paused_before_its_commit_loses_no_acknowledged_wr
         pools = [f"crash-{i}" for i in range(6)]
         define_pools(svc, pools, {"s": 10_000})
         load = Workload([svc.url], pools, clients=10, retry_s=20, tag="crash").start()
-        time.sleep(0.5)
+        load.wait_flowing()
         arm(svc.data_dir, "append")
         _, title, pid = wait_stopped([svc])
         time.sleep(0.3)  # any reply that can go out, does

@@ -263,6 +263,14 @@ def test_an_unknown_write_may_or_may_not_have_happened():
     assert linearize([unknown, read(2, 2, 3, None, 2)], {"s": 2}) is None
 
 
+def test_a_read_without_an_answer_tells_nothing():
+    timed_out = Op(2, P, None, 0.5, 6, "unknown", kind="read_pool", status=504,
+                   body={"code": "timeout"})
+    write = reserve(1, "a", 0, 1, rid="ra")
+    assert linearize([write, timed_out, read(3, 7, 8, None, 1)], {"s": 2}) is not None
+    assert linearize([write, timed_out, read(3, 7, 8, None, 0)], {"s": 2}) is None
+
+
 def test_a_refusal_needs_a_full_slot_at_some_point_in_its_interval():
     full = [reserve(1, "a", 0, 1, rid="ra"),
             reserve(2, "b", 2, 3, outcome="rejected", code="capacity_exhausted")]

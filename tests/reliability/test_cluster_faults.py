@@ -84,13 +84,16 @@ def test_a_worker_paused_inside_a_write_past_its_session_lets_no_one_write_until
     a, b = hosts(("a", ("points",)), ("b", ("points",)))
     victim_shard = next(s for s in range(8) if owner(a, s)["owner"]["host"] == "host-b")
     load = Workload([a.url, b.url], POOLS, clients=8, retry_s=30, tag="pause").start()
-    time.sleep(0.5)
+    load.wait_flowing()
     arm(hosts.data, "append", "pause", victim_shard)
     paused_host, title, pid = wait_stopped([b])
     old_epoch = owner(a, victim_shard)["owner"]["epoch"]
-    time.sleep(2 * SESSION_TIMEOUT_MS / 1000)
+    # b's session expires while it is paused: the shard is claimed on a with a newer epoch
+    wait_for(lambda: (r := owner(a, victim_shard)["owner"])["host"] == "host-a"
+             and r["epoch"] > old_epoch, 4 * SESSION_TIMEOUT_MS / 1000,
+             f"shard {victim_shard} to be claimed on host-a")
+    time.sleep(SESSION_TIMEOUT_MS / 1000)  # the window watched: the new owner must stay out
     row = owner(a, victim_shard)
-    assert row["owner"]["host"] == "host-a" and row["owner"]["epoch"] > old_epoch, row
     assert row["state"] != "ready", f"the new owner opened a file held by a paused owner: {row}"
     os.kill(pid, signal.SIGCONT)
     woke_at = time.monotonic()
@@ -113,7 +116,7 @@ def test_crashes_during_recovery_heal_with_a_newer_epoch(hosts):
     (a,) = hosts(("a", ("points",)))
     shard = shard_of(POOLS[0])
     load = Workload([a.url], POOLS, clients=6, retry_s=30, tag="recovery").start()
-    time.sleep(0.5)
+    load.wait_flowing()
     for action in ("fail", "pause"):
         row = owner(a, shard)
         epoch, index = row["owner"]["epoch"], row["owner"]["worker"]
@@ -144,7 +147,7 @@ def test_a_worker_killed_during_handoff_loses_nothing(hosts):
     lost, and the history check passes."""
     a, b = hosts(("a", ("points",)), ("b", ("points",)))
     load = Workload([a.url], POOLS, clients=8, retry_s=30, tag="handoff").start()
-    time.sleep(0.5)
+    load.wait_flowing()
     arm(hosts.data, "handoff", "pause", "*")
     b.process.send_signal(signal.SIGTERM)
     stopped_at = time.monotonic()
@@ -173,7 +176,7 @@ def test_zookeeper_forgetting_an_epoch_counter_never_lets_epochs_go_back(hosts, 
     (a,) = hosts(("a", faults))
     shard = shard_of(POOLS[0])
     load = Workload([a.url], POOLS, clients=6, retry_s=30, tag="epoch").start()
-    time.sleep(0.5)
+    load.wait_flowing()
     for reset in (False, True):  # the first move raises the file's epoch above 1
         row = owner(a, shard)
         epoch, index = row["owner"]["epoch"], row["owner"]["worker"]
@@ -183,7 +186,7 @@ def test_zookeeper_forgetting_an_epoch_counter_never_lets_epochs_go_back(hosts, 
         wait_for(lambda e=epoch: (r := owner(a, shard))["state"] == "ready"
                  and r["owner"]["ready"] and r["owner"]["epoch"] != e, 30,
                  f"shard {shard} to be claimed again")
-        time.sleep(0.5)
+        load.wait_flowing()
     wait_writes_resume(load, POOLS, time.monotonic())
     ops = load.stop()
     report = check_run(ops, a, POOLS)

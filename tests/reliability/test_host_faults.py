@@ -34,7 +34,7 @@ def test_a_killed_router_is_restarted_and_clients_retries_succeed(tmp_path):
         define_pools(svc, pools, {"s": 100_000})
         load = Workload([svc.url], pools, clients=8, retry_s=20, tag="router").start()
         for _ in range(1):
-            time.sleep(0.7)
+            load.wait_flowing(60)
             pid = svc.child_pids()["capsvc: router"]
             os.kill(pid, signal.SIGKILL)
             killed_at = time.monotonic()
@@ -42,6 +42,7 @@ def test_a_killed_router_is_restarted_and_clients_retries_succeed(tmp_path):
                      "the router to be restarted")
             took = wait_writes_resume(load, pools, killed_at)
             print(f"router kill -9: writes to every pool again after {took:.2f}s")
+            load.wait_flowing(50)  # and the load runs on through the new router
         ops = load.stop()
         report = check_run(ops, svc, pools).assert_ok()
         assert report.stats["ok"] > 100

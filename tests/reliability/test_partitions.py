@@ -17,15 +17,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import threading
 import time
 
 import pytest
 
 from tests.cluster.hosts import CLUSTER_SECRET, wait_balanced
 from tests.cluster.zookeeper import ZooKeeper, free_port_range
-from tests.integration.harness import REPO, Service
+from tests.integration.harness import Service
 from tests.reliability.checker import audit_shard_files
 from tests.reliability.cluster import SESSION_TIMEOUT_MS, wait_all_ready
 from tests.reliability.common import check_run, define_pools, wait_writes_resume
@@ -118,18 +116,8 @@ class Host(Service):
                 f"session_timeout_ms = {SESSION_TIMEOUT_MS}\nowner_lease_ms = 2000\n"
                 "rebalance_delay_ms = 200\n"))
 
-    def start(self, ready: bool = True) -> Host:
-        self.output, self.port = [], None
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "capsvc", "serve", "--config", str(self.config_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=REPO,
-            start_new_session=True)
-        self._reader = threading.Thread(target=self._read_output, daemon=True)
-        self._reader.start()
-        if ready:
-            self.wait_ready()
-        return self
+    def command_prefix(self) -> tuple[str, ...]:
+        return ("ip", "netns", "exec", self.netns) if self.netns else ()
 
     @property
     def url(self) -> str:
@@ -152,7 +140,7 @@ def test_partitions_from_zookeeper_and_between_router_and_worker_lose_nothing(
         wait_balanced(a, workers=4, shard_count=8)
         define_pools(a, POOLS, {"s": 100_000})
         load = Workload([a.url, b.url], POOLS, clients=8, retry_s=30, tag="part").start()
-        time.sleep(1.0)
+        load.wait_flowing()
 
         cut([zk.port])
         cut_at = time.monotonic()
@@ -168,7 +156,7 @@ def test_partitions_from_zookeeper_and_between_router_and_worker_lose_nothing(
         print(f"healed: balanced over both hosts again after {time.monotonic() - healed_at:.2f}s")
 
         cut([a.worker_port_base, a.worker_port_base + 1])
-        time.sleep(3.0)
+        time.sleep(3.0)  # the fault: the router reaches no remote worker for 3 s
         heal()
         wait_all_ready(a)
         wait_writes_resume(load, POOLS, time.monotonic())
