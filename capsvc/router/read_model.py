@@ -7,9 +7,10 @@ or replaced file) simply triggers a full reload of that shard: no gaps, no doubl
 after a failover.
 
 Memory: a pool is one `PoolEntry` (a tuple): its slot layout (ids and times) is shared by every
-pool with the same slots, and its counts sit in one int64 array, so 100k pools of 12 slots take
-tens of MiB, not the 700 MiB their decoded JSON views did. Grid answers are rendered from the
-entries once per (region, date, kind) and kept as bytes until a pool of that day changes.
+pool with the same slots, its counts sit in one int32 array, and a day lists its pools in one
+sorted list, so 100k pools of 12 slots take about 50 MiB, not the 700 MiB their decoded JSON
+views did. Grid answers are rendered from the entries once per (region, date, kind) and kept
+as bytes until a pool of that day changes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import sys
 import time
 from array import array
+from bisect import bisect_left, insort
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -29,6 +31,7 @@ Shape = tuple[tuple[str, str, str], ...]  # per slot: slot_id, starts_at, ends_a
 
 class PoolEntry(NamedTuple):
     pool_id: str
+    shard: int
     kind: str
     region: str
     date: str
@@ -40,10 +43,13 @@ class PoolEntry(NamedTuple):
 
 
 def _counts(values: list[int]) -> Sequence[int]:
-    try:
-        return array("q", values)
-    except OverflowError:  # beyond int64: never with the input limits, but never wrong either
-        return tuple(values)
+    """The most compact sequence that holds `values` exactly (int32 with the default limits)."""
+    for code in ("i", "q"):
+        try:
+            return array(code, values)
+        except OverflowError:
+            continue
+    return tuple(values)
 
 
 def _available(entry: PoolEntry, capacity: int, reserved: int) -> int:
@@ -60,8 +66,8 @@ class ReadModel:
         self.positions: dict[int, int] = {}
         self.shard_states: dict[int, str] = {}
         self._pools: dict[str, PoolEntry] = {}
-        self._by_shard: dict[int, set[str]] = defaultdict(set)
-        self._by_day: dict[tuple[str, str], set[str]] = {}
+        self._shard_sizes: dict[int, int] = defaultdict(int)  # pools held per shard
+        self._by_day: dict[tuple[str, str], list[str]] = {}  # day -> its pool ids, sorted
         self._shapes: dict[Shape, list[Any]] = {}  # layout -> [the shared tuple, users]
         self._grids: dict[tuple[str, str], dict[str | None, bytes]] = {}  # day -> kind -> JSON
         self.synced_at: dict[str, float] = {}  # worker name -> wall time of its last answer
@@ -75,15 +81,15 @@ class ReadModel:
         for key, shard in answer["shards"].items():
             shard_id = int(key)
             self.shard_states[shard_id] = shard["state"]
-            if shard["full"]:
-                for pool_id in list(self._by_shard[shard_id]):
-                    self._drop(pool_id)
+            if shard["full"] and self._shard_sizes[shard_id]:
+                for entry in [e for e in self._pools.values() if e.shard == shard_id]:
+                    self._drop(entry)
             if "rows" in shard:
                 for row in shard["rows"]:
-                    self._put(shard_id, self._entry_from_row(row))
+                    self._put(self._entry_from_row(shard_id, row))
             else:  # a worker from before compact rows: whole pool views
                 for view in shard["pools"]:
-                    self._put(shard_id, self._entry_from_view(view))
+                    self._put(self._entry_from_view(shard_id, view))
             self.positions[shard_id] = shard["position"]
             if shard["position"] >= shard.get("last_seq", shard["position"]):
                 self.caught_up.add(shard_id)  # loaded completely at least once
@@ -92,12 +98,13 @@ class ReadModel:
             self.caught_up.add(shard_id)  # its position is the one we asked from: its last seq
         self.synced_at[worker] = time.time() if at is None else at
 
-    def _entry_from_row(self, row: list[Any]) -> PoolEntry:
+    def _entry_from_row(self, shard_id: int, row: list[Any]) -> PoolEntry:
         """A feed row: [pool_id, kind, region, date, version, total_capacity, total_reserved,
         [[slot_id, starts_at, ends_at, capacity, reserved, open], ...]]."""
         pool_id, kind, region, date, version, total_capacity, total_reserved, slots = row
         return PoolEntry(
             pool_id,
+            shard_id,
             sys.intern(kind),
             sys.intern(region),
             sys.intern(date),
@@ -108,58 +115,38 @@ class ReadModel:
             _counts([n for s in slots for n in (s[3], s[4], int(s[5]))]),
         )
 
-    def _entry_from_view(self, view: dict[str, Any]) -> PoolEntry:
-        slots = view["slots"]
-        return self._entry_from_row(
-            [
-                view["pool_id"],
-                view["kind"],
-                view["region"],
-                view["date"],
-                view["version"],
-                view["total_capacity"],
-                view["total_reserved"],
-                [
-                    (
-                        s["slot_id"],
-                        s["starts_at"],
-                        s["ends_at"],
-                        s["capacity"],
-                        s["reserved"],
-                        s["open"],
-                    )
-                    for s in slots
-                ],
-            ]
-        )
+    def _entry_from_view(self, shard_id: int, view: dict[str, Any]) -> PoolEntry:
+        pool = ("pool_id", "kind", "region", "date", "version", "total_capacity", "total_reserved")
+        slot = ("slot_id", "starts_at", "ends_at", "capacity", "reserved", "open")
+        slots = [[s[f] for f in slot] for s in view["slots"]]
+        return self._entry_from_row(shard_id, [*(view[f] for f in pool), slots])
 
-    def _put(self, shard_id: int, entry: PoolEntry) -> None:
-        pool_id = entry.pool_id
-        old = self._pools.get(pool_id)
+    def _put(self, entry: PoolEntry) -> None:
+        old = self._pools.get(entry.pool_id)
         if old is not None:
             if old == entry:
                 return  # sent again (a reload, a repeated page): cached grids stay valid
             self._unlink(old)
         entry = entry._replace(shape=self._share(entry.shape))
-        self._pools[pool_id] = entry
-        self._by_shard[shard_id].add(pool_id)
+        self._pools[entry.pool_id] = entry
+        self._shard_sizes[entry.shard] += 1
         day = (entry.region, entry.date)
-        self._by_day.setdefault(day, set()).add(pool_id)
+        insort(self._by_day.setdefault(day, []), entry.pool_id)
         self._changed(day)
 
-    def _drop(self, pool_id: str) -> None:
-        self._unlink(self._pools.pop(pool_id))
-        for members in self._by_shard.values():
-            members.discard(pool_id)
+    def _drop(self, entry: PoolEntry) -> None:
+        del self._pools[entry.pool_id]
+        self._unlink(entry)
 
     def _unlink(self, entry: PoolEntry) -> None:
-        """Take `entry` out of its day and give back its share of its layout."""
+        """Take `entry` out of its day and its shard's count, and give back its layout."""
         day = (entry.region, entry.date)
         members = self._by_day[day]
-        members.discard(entry.pool_id)
+        del members[bisect_left(members, entry.pool_id)]
         if not members:
             del self._by_day[day]
         self._changed(day)
+        self._shard_sizes[entry.shard] -= 1
         shared = self._shapes[entry.shape]
         shared[1] -= 1
         if shared[1] == 0:
@@ -260,7 +247,7 @@ class ReadModel:
         return sorted(date for r, date in self._by_day if r == region)
 
     def _entries(self, region: str, date: str, kind: str | None) -> Iterable[PoolEntry]:
-        for pool_id in sorted(self._by_day.get((region, date), ())):
+        for pool_id in self._by_day.get((region, date), ()):
             entry = self._pools[pool_id]
             if kind is None or entry.kind == kind:
                 yield entry

@@ -162,6 +162,7 @@ def test_pools_with_one_slot_layout_share_it_and_dropping_them_frees_it():
     assert len(model._shapes) == 2
     model.apply("w0", _answer(0, 0, 0, [], full=True))  # the shard was emptied
     assert model.pool_count() == 0 and model._shapes == {} and model._by_day == {}
+    assert model._shard_sizes[0] == 0
     assert model.regions() == [] and model.grid("r", DAY, None) == []
 
 
@@ -256,3 +257,12 @@ def test_rows_and_views_give_the_grid_and_board_bytes_whole_views_gave(specs, ki
             expected = json.dumps(_old_grid(views, "reg-\u00e9", date, kind)).encode()
             assert model.grid_json("reg-\u00e9", date, kind) == expected
             assert json.dumps(model.grid("reg-\u00e9", date, kind)).encode() == expected
+
+
+def test_a_full_reload_of_one_shard_leaves_the_other_shards_pools():
+    model = ReadModel(shard_count=2)
+    model.apply("w0", _answer(0, 2, 2, [_row("a1"), _row("a2")], full=True))
+    model.apply("w1", _answer(1, 1, 1, [_row("b1")], full=True))
+    model.apply("w0", _answer(0, 1, 1, [_row("a2")], full=True))  # shard 0 restored
+    assert [p["pool_id"] for p in model.grid("r", DAY, None)] == ["a2", "b1"]
+    assert dict(model._shard_sizes) == {0: 1, 1: 1}
