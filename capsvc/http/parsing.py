@@ -45,7 +45,11 @@ def bad_parameter(name: str, detail: str) -> BadRequest:
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # aiohttp enforces client_max_size (413)
+    return json_object(await request.read())  # aiohttp enforces client_max_size (413)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object (shared by aiohttp and the lean fronts)."""
     try:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
@@ -103,7 +107,10 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
 
 
 def idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
+    return checked_idempotency_key(request.headers.get("Idempotency-Key"))
+
+
+def checked_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not _KEY.fullmatch(key):

@@ -56,9 +56,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
 assert all(code in PROBLEMS for code in rj.ALL_CODES)
 
 
-def problem(
-    code: str, detail: str, *, retry_after_s: int | None = None, **fields: Any
-) -> web.Response:
+def problem_json(code: str, detail: str, **fields: Any) -> tuple[int, str]:
+    """-> (status, body) of the problem `code`: the one place that shapes a problem body."""
     status, title = PROBLEMS[code]
     body = {
         "type": f"urn:capsvc:problem:{code}",
@@ -68,12 +67,17 @@ def problem(
         "code": code,
         **fields,
     }
+    return status, json.dumps(body)
+
+
+def problem(
+    code: str, detail: str, *, retry_after_s: int | None = None, **fields: Any
+) -> web.Response:
+    status, text = problem_json(code, detail, **fields)
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="capsvc-admin"'
-    return web.Response(
-        status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
-    )
+    return web.Response(status=status, text=text, content_type=PROBLEM_JSON, headers=headers)
 
 
 def rejection_problem(rejection: Rejection) -> web.Response:

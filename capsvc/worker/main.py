@@ -28,6 +28,7 @@ from capsvc.storage.sqlite_log import SqliteEventLog
 from capsvc.tls import worker_server_context
 from capsvc.worker.app import CHANGED, make_worker_app
 from capsvc.worker.cluster_host import ClusterShardHost
+from capsvc.worker.fastpath import WorkerFront
 from capsvc.worker.ops_routes import METRICS
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ def new_shard(config: Config, shard_id: int, busy_timeout_ms: int | None = None)
     event_log = SqliteEventLog(
         shard_file(config, shard_id),
         synchronous=config.storage.synchronous,
-        busy_timeout_ms=config.storage.busy_timeout_ms if busy_timeout_ms is None else busy_timeout_ms,
+        busy_timeout_ms=config.storage.busy_timeout_ms
+        if busy_timeout_ms is None
+        else busy_timeout_ms,
     )
     return Shard(shard_id, event_log, shard_settings(config))
 
@@ -113,28 +116,39 @@ async def serve_worker(config: Config, index: int) -> None:
             worker_id(config.host_id, index), config.host_id, index, config.worker_url(index)
         )
         host: ShardHost | ClusterShardHost = ClusterShardHost(config, index, zk, me, new_shard)
-        app = make_worker_app(config, host.shards, index, secret=config.cluster_secret)
+        secret = config.cluster_secret
+        app = make_worker_app(config, host.shards, index, secret=secret)
         zk.on_state(app[METRICS].zookeeper_state)
         host.on_commit = app[CHANGED].set
     else:
         shard_ids = embedded_shards(index, config.worker_count, config.service.shard_count)
         host = ShardHost(config, shard_ids)
         await host.start()
+        secret = None
         app = make_worker_app(config, host.shards, index)
-    runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=config.supervisor.drain_timeout_ms / 1000
-    )
+    drain_s = config.supervisor.drain_timeout_ms / 1000
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_s)
     await runner.setup()
+    # The lean front answers the hot routes and hands everything else to the app. The TCP
+    # port (routers on other hosts) gets it too: their hot requests are the same requests,
+    # TLS lives in the transport below it, and the front checks the cluster secret itself.
+    front = WorkerFront(config, host.shards, app[METRICS], runner.server, secret)
     path = worker_socket(config, index)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _remove_stale_socket(path)
-    site = web.UnixSite(runner, str(path))
-    await site.start()
+    servers = [await loop.create_unix_server(front.protocol, str(path), backlog=1024)]
     os.chmod(path, 0o600)
     if config.service.worker_port_base:
         port = config.service.worker_port_base + index
-        await web.TCPSite(runner, config.service.worker_host, port, backlog=1024,
-                          ssl_context=worker_server_context(config)).start()
+        servers.append(
+            await loop.create_server(
+                front.protocol,
+                config.service.worker_host,
+                port,
+                backlog=1024,
+                ssl=worker_server_context(config),
+            )
+        )
     if zk is not None:
         await host.start()  # claim shards only once we can serve them
     log.info("worker serving", extra={"worker": index, "socket": str(path)})
@@ -146,13 +160,23 @@ async def serve_worker(config: Config, index: int) -> None:
         # Let routers see the new owners before our connections close: a request sent on an
         # idle connection just as we close it would otherwise end with an unknown outcome.
         await asyncio.sleep(ROUTER_CATCH_UP_S)
-        await runner.cleanup()
+        await _stop_serving(servers, front, runner, drain_s)
         await zk.stop()
     else:
-        await runner.cleanup()  # stop listening, let in-flight requests finish
+        await _stop_serving(servers, front, runner, drain_s)
         await host.drain()  # finish queued commands, checkpoint, close files
     _remove_stale_socket(path)
     log.info("worker stopped", extra={"worker": index})
+
+
+async def _stop_serving(
+    servers: list[asyncio.Server], front: WorkerFront, runner: web.AppRunner, drain_s: float
+) -> None:
+    """Stop listening, let in-flight requests finish (lean ones, then the app's)."""
+    for server in servers:
+        server.close()
+    await front.drain(drain_s)
+    await runner.cleanup()
 
 
 def _remove_stale_socket(path: Path) -> None:

@@ -1,0 +1,464 @@
+"""A lean HTTP/1.1 server protocol: httptools parsing for a few hot routes, aiohttp for the rest.
+
+A `LeanFront` subclass says which requests are hot (`classify`) and answers them (`handle`,
+which calls `request.reply(...)` now or later). Everything else reaches the aiohttp app
+unchanged, so every other route, middleware and streaming answer keeps working:
+
+- a connection whose first request is not hot is handed to aiohttp whole (the bytes received
+  so far are replayed into aiohttp's own protocol);
+- a later non-hot request on a hot connection is relayed, byte for byte and streaming, to the
+  aiohttp app over an in-process socket pair (no file, no port), after the answers before it;
+  the connection then closes, since its framing is now the app's.
+
+Answers leave in request order (pipelining), whenever each is ready; reading pauses while
+`PIPELINE_MAX` wait. Limits: a request's headers and body must arrive within
+`header_timeout_s`; URL, header and body sizes are bounded (414, 431, 413 as problem+json);
+idle keep-alive connections close after `KEEPALIVE_S`; malformed HTTP answers 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+
+from capsvc.http.problems import problem_json
+
+log = logging.getLogger(__name__)
+KEEPALIVE_S = 75.0  # aiohttp's default; the router's pooled connections close theirs at 30 s
+HEADERS_MAX_BYTES = 16 * 1024
+FIELD_MAX_BYTES = 8190  # aiohttp's own limit
+PIPELINE_MAX = 16
+JSON = b"application/json; charset=utf-8"  # what aiohttp sends for content_type=...json
+PROBLEM_JSON = b"application/problem+json; charset=utf-8"
+_STATUS_LINES = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus
+}
+_NOT_ANSWERED = 0
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
+
+
+def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+
+
+class LeanRequest:
+    """One parsed request, and then its answer: `reply` fills `status`, `head`, `body`."""
+
+    __slots__ = (
+        "conn",
+        "method",
+        "path",
+        "headers",
+        "body",
+        "keep_alive",
+        "route",
+        "target",
+        "started",
+        "status",
+        "head",
+        "payload",
+        "extra",
+    )
+
+    def __init__(
+        self,
+        conn: LeanProtocol | None,
+        method: bytes,
+        url: bytes,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        keep_alive: bool,
+        route: str | None,
+        target: str | None,
+    ) -> None:
+        self.conn = conn
+        self.method, self.path, self.headers, self.body = method, url, headers, body
+        self.keep_alive, self.route, self.target = keep_alive, route, target
+        self.started = time.perf_counter()
+        self.status = _NOT_ANSWERED
+        self.head = self.payload = b""
+        self.extra: Any = None  # for the front's own bookkeeping (a timer, say)
+
+    def reply(self, status: int, head: bytes, payload: bytes) -> None:
+        """Answer: `head` is the header lines (each ending in CRLF) except Content-Length and
+        Connection, which the connection adds when the answer's turn comes."""
+        self.status, self.head, self.payload = status, head, payload
+        if self.conn is not None:
+            self.conn.flush()
+
+    def problem(
+        self, code: str, detail: str, head: bytes = b"", tail: bytes = b"", **fields: Any
+    ) -> int:
+        """Answer with a problem: `head` lines go before Content-Type, `tail` lines after
+        it (aiohttp's order: constructor headers, Content-Type, headers set later)."""
+        status, text = problem_json(code, detail, **fields)
+        self.reply(status, head + b"Content-Type: " + PROBLEM_JSON + b"\r\n" + tail, text.encode())
+        return status
+
+
+class LeanFront:
+    """What every lean connection of one server shares; subclasses answer the hot routes."""
+
+    def __init__(
+        self,
+        aiohttp_protocol: Callable[[], asyncio.Protocol],
+        *,
+        body_max: int,
+        header_timeout_s: float,
+    ) -> None:
+        self.aiohttp_protocol = aiohttp_protocol
+        self.body_max = body_max
+        self.header_timeout_s = header_timeout_s
+        self.connections: set[LeanProtocol] = set()
+        self.draining = False
+
+    def protocol(self) -> LeanProtocol:
+        """The protocol factory for `loop.create_server` / `create_unix_server`."""
+        return LeanProtocol(self)
+
+    # -- for subclasses ----------------------------------------------------------------------
+    def classify(self, method: bytes, url: bytes) -> tuple[str | None, str | None]:
+        """-> (route name, path parameter) for a hot request, (None, None) for aiohttp."""
+        return None, None
+
+    def handle(self, request: LeanRequest) -> None:
+        """Answer a hot request, now or later, with `request.reply` (exactly once)."""
+        raise NotImplementedError
+
+    def too_large(self, request: LeanRequest) -> None:
+        """A hot request whose body is over `body_max`: answered, then the connection closes."""
+        request.problem("body_too_large", "the request body is larger than the limit")
+
+    # -- drain -----------------------------------------------------------------------------
+    async def drain(self, timeout_s: float) -> None:
+        """Stop: idle connections close now, busy ones after their answers (which say
+        `Connection: close`), all of them at the deadline."""
+        self.draining = True
+        deadline = time.monotonic() + timeout_s
+        while self.connections and time.monotonic() < deadline:
+            for conn in list(self.connections):
+                conn.close_if_idle()
+            if self.connections:
+                await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn.close_now()
+
+
+class LeanProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, front: LeanFront) -> None:
+        self.front = front
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self._raw: bytearray | None = bytearray()  # until the first request completes
+        self._handover = False
+        self._done = False  # no more requests: refused, relayed or closing after an answer
+        self._paused = False
+        self._pending: collections.deque[LeanRequest] = collections.deque()  # answer order
+        self._relay: LeanRequest | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._in_message = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._route: str | None = None
+        self._target: str | None = None
+
+    # -- timers: one handle per connection, moved lazily ----------------------------------
+    def _arm(self, seconds: float) -> None:
+        self._deadline = self.loop.time() + seconds
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.transport is None:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._expire)
+        elif self._pending and not self._in_message:
+            self._arm(KEEPALIVE_S)  # busy answering: idle time starts after the answers
+        else:
+            self.close_now()  # slow headers or body, or an idle keep-alive
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.front.connections.add(self)
+        self._arm(self.front.header_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.transport = None
+
+    def close_if_idle(self) -> None:
+        if not self._pending and not self._in_message:
+            self.close_now()
+
+    def close_now(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+            self.front.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        if self._raw is not None:
+            self._raw += data
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if not self._handover:  # a hot request asked to switch protocols: not here
+                self._finish_after_answers()
+        except httptools.HttpParserError:
+            if not self._handover and not self._done:
+                self._refuse("malformed_json", "the request is not valid HTTP/1.1")
+        if self._handover:
+            self._hand_to_aiohttp()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._reset()
+        self._in_message = True
+        self._arm(self.front.header_timeout_s)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > FIELD_MAX_BYTES and not self._done:
+            self._refuse("uri_too_long", f"the request target is over {FIELD_MAX_BYTES} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._done:
+            return
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > HEADERS_MAX_BYTES or len(value) > FIELD_MAX_BYTES:
+            self._refuse(
+                "headers_too_large",
+                f"a header is over {FIELD_MAX_BYTES} bytes or all of them over {HEADERS_MAX_BYTES}",
+            )
+            return
+        self._headers.setdefault(name.lower(), value)  # the first one wins, as in aiohttp
+
+    def on_headers_complete(self) -> None:
+        if self._done:
+            return
+        route, target = self.front.classify(self.parser.get_method(), self._url)
+        if route is None and self._raw is not None:
+            # The first request is not hot: aiohttp takes the connection, and every byte
+            # after this one is aiohttp's to parse (and refuse).
+            self._handover = self._done = True
+            return
+        self._route, self._target = route, target
+        length = self._headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.front.body_max:
+            self._too_large()
+            return
+        if (
+            self._headers.get(b"expect", b"").lower() == b"100-continue"
+            and not self._pending
+            and self.transport is not None
+        ):
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._done:
+            return
+        self._body_bytes += len(body)
+        if self._body_bytes > self.front.body_max:
+            self._too_large()
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        if self._done or self.transport is None:
+            return
+        self._raw = None
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = LeanRequest(
+            self,
+            self.parser.get_method(),
+            self._url,
+            self._headers,
+            body,
+            self.parser.should_keep_alive(),
+            self._route,
+            self._target,
+        )
+        self._pending.append(request)
+        self._arm(KEEPALIVE_S)
+        if not request.keep_alive:
+            self._stop_reading()  # nothing after `Connection: close` is served
+        if request.route is None:
+            self._stop_reading()  # relayed to aiohttp, then this connection closes
+            self._relay = request
+            self.flush()
+            return
+        if len(self._pending) >= PIPELINE_MAX and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        try:
+            self.front.handle(request)
+        except Exception:  # a bug: answer 500 rather than leave the connection hanging
+            log.exception("unhandled error", extra={"path": request.path.decode("latin-1")})
+            if request.status == _NOT_ANSWERED:
+                request.problem(
+                    "internal_error", "an unexpected error occurred; it has been logged"
+                )
+
+    # -- answers ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write every answer that is ready and has its turn."""
+        pending = self._pending
+        while pending and self.transport is not None:
+            request = pending[0]
+            if request is self._relay:
+                self._relay = None
+                self.loop.create_task(self._relay_to_app(request))
+                return
+            if request.status == _NOT_ANSWERED:
+                break
+            pending.popleft()
+            close = not request.keep_alive or self.front.draining
+            self.transport.write(
+                b"".join(
+                    (
+                        status_line(request.status),
+                        request.head,
+                        b"Content-Length: %d\r\n" % len(request.payload),
+                        b"Connection: close\r\n\r\n" if close else b"\r\n",
+                        request.payload,
+                    )
+                )
+            )
+            if close:
+                self.close_now()
+                return
+        if (
+            self._paused
+            and not self._done
+            and len(pending) < PIPELINE_MAX // 2
+            and self.transport is not None
+        ):
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _stop_reading(self) -> None:
+        self._done = True
+        if self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _finish_after_answers(self) -> None:
+        self._stop_reading()
+        if self._pending:
+            self._pending[-1].keep_alive = False
+        else:
+            self.close_now()
+
+    def _answer_and_close(self, request: LeanRequest) -> None:
+        request.keep_alive = False
+        self._pending.append(request)
+        self._stop_reading()
+
+    def _refuse(self, code: str, detail: str) -> None:
+        """Malformed or oversized HTTP: answered after the answers before it, then closed."""
+        request = LeanRequest(self, b"", b"", {}, b"", False, None, None)
+        self._answer_and_close(request)
+        request.problem(code, detail)
+
+    def _too_large(self) -> None:
+        request = LeanRequest(
+            self,
+            self.parser.get_method(),
+            self._url,
+            self._headers,
+            b"",
+            False,
+            self._route,
+            self._target,
+        )
+        self._answer_and_close(request)
+        if request.route is None:
+            LeanFront.too_large(self.front, request)
+        else:
+            self.front.too_large(request)
+
+    # -- what aiohttp answers --------------------------------------------------------------
+    def _hand_to_aiohttp(self) -> None:
+        """Give this connection, and every byte received on it so far, to aiohttp."""
+        transport, raw = self.transport, bytes(self._raw or b"")
+        if transport is None:
+            return
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        protocol = self.front.aiohttp_protocol()
+        self.transport = None
+        self.front.connections.discard(self)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if raw:
+            protocol.data_received(raw)
+
+    async def _relay_to_app(self, request: LeanRequest) -> None:
+        """A non-hot request on a hot connection: through an in-process socket pair to the
+        aiohttp app, its answer streamed back; then this connection closes."""
+        transport = self.transport
+        assert transport is not None
+        ours, theirs = socket.socketpair()
+        try:
+            await self.loop.connect_accepted_socket(self.front.aiohttp_protocol, theirs)
+            reader, writer = await asyncio.open_connection(sock=ours)
+        except OSError as e:
+            ours.close()
+            theirs.close()
+            log.error("could not relay a request to the app: %s", e)
+            self._pending.clear()
+            self.close_now()
+            return
+        head = [request.method, b" ", request.path, b" HTTP/1.1\r\n"]
+        for name, value in request.headers.items():
+            if name not in _HOP_BY_HOP:
+                head += [name, b": ", value, b"\r\n"]
+        head.append(b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(request.body))
+        writer.write(b"".join(head) + request.body)
+        try:
+            while chunk := await reader.read(65536):
+                if self.transport is None:
+                    break
+                transport.write(chunk)
+        finally:
+            writer.close()
+            self._pending.clear()
+            self.close_now()
+
+
+_HOP_BY_HOP = frozenset(
+    (b"content-length", b"connection", b"transfer-encoding", b"keep-alive", b"expect")
+)

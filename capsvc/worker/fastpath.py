@@ -1,0 +1,317 @@
+"""The worker's lean front: the four hot routes answered straight from the shard.
+
+    POST   /v1/pools/{pool_id}/reservations     GET /v1/pools/{pool_id}
+    DELETE /v1/reservations/{reservation_id}    GET /v1/reservations/{reservation_id}
+
+Parsed by `capsvc.http.lean` (httptools); every other request, and any hot one with an id
+aiohttp should refuse, is the aiohttp app's (`app.py`), unchanged. What clients see is what
+the aiohttp handlers answer, byte for byte in status, headers (same order) and body: the same
+parsing (`capsvc.http.parsing`), problems (`capsvc.http.problems`), cluster-secret gate,
+`X-Capsvc-Not-Applied` on shard-not-owned answers, request timeout, request id echo, request
+log and metrics. Only `Date` and `Server` are left out; the router forwards neither.
+
+Why it is cheaper: a write is queued on its shard from the parser callback and answered from
+the future's done callback, with no aiohttp request, multidict, task or middleware chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from capsvc.config import Config
+from capsvc.domain import commands as cmd
+from capsvc.domain import rejections as rj
+from capsvc.domain.ids import is_valid_id, pool_of_reservation
+from capsvc.domain.views import pool_view, reservation_view
+from capsvc.errors import CapsvcError, ShardUnavailable, UpstreamTimeout
+from capsvc.http import parsing
+from capsvc.http.lean import JSON, PROBLEM_JSON, LeanFront, LeanRequest
+from capsvc.http.problems import problem_json
+from capsvc.http.routes import ROUTES
+from capsvc.shard.shard import CommandResult, Shard
+from capsvc.sharding import shard_for_pool
+from capsvc.worker.app import input_limits, new_nonce, now_ms
+from capsvc.worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+request_log = logging.getLogger("capsvc.worker.ops_routes")  # the request lines' logger
+_PATHS = {r.name: r.path for r in ROUTES}  # metric labels: the routes' canonical paths
+_JSON_HEAD = b"Content-Type: " + JSON + b"\r\n"
+_REPLAYED = b"Idempotent-Replayed: true\r\n"
+_NOT_APPLIED = b"X-Capsvc-Not-Applied: true\r\n"
+
+
+def classify(method: bytes, url: bytes) -> tuple[str | None, str | None]:
+    """(route name, pool id or reservation id) for a hot request with a valid id; anything
+    unusual (percent-encoding, a bad id) is aiohttp's, which answers the right problem."""
+    path = url.partition(b"?")[0]
+    if b"%" in path:
+        return None, None
+    parts = path.split(b"/")
+    if len(parts) < 4 or parts[1] != b"v1":
+        return None, None
+    target = parts[3].decode("latin-1")
+    if parts[2] == b"pools":
+        if len(parts) == 4 and method == b"GET":
+            route = "get_pool"
+        elif len(parts) == 5 and parts[4] == b"reservations" and method == b"POST":
+            route = "reserve"
+        else:
+            return None, None
+        return (route, target) if is_valid_id(target) else (None, None)
+    if parts[2] == b"reservations" and len(parts) == 4 and method in (b"GET", b"DELETE"):
+        if pool_of_reservation(target) is None:
+            return None, None
+        return ("get_reservation" if method == b"GET" else "release"), target
+    return None, None
+
+
+def _text(value: bytes | None) -> str | None:
+    """A header as aiohttp decodes it."""
+    return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
+class WorkerFront(LeanFront):
+    def __init__(
+        self,
+        config: Config,
+        shards: dict[int, Shard],
+        metrics: WorkerMetrics,
+        aiohttp_protocol: Any,
+        secret: str | None = None,
+    ) -> None:
+        super().__init__(
+            aiohttp_protocol,
+            body_max=config.limits.body_max_bytes,
+            header_timeout_s=config.limits.header_timeout_ms / 1000,
+        )
+        self.shards = shards  # shared with the app and the shard host: always current
+        self.shard_count = config.service.shard_count
+        self.limits = input_limits(config)
+        self.timeout_s = config.limits.request_timeout_ms / 1000
+        self.metrics = metrics
+        self.request_log = config.logging.request_log
+        self.secret = secret.encode() if secret else None
+        self.loop = asyncio.get_running_loop()
+        self._children: dict[tuple[str, bytes, int], tuple[Any, Any]] = {}
+        self._handlers = {
+            "reserve": self._reserve,
+            "release": self._release,
+            "get_pool": self._get_pool,
+            "get_reservation": self._get_reservation,
+        }
+
+    def classify(self, method: bytes, url: bytes) -> tuple[str | None, str | None]:
+        return classify(method, url)
+
+    # -- answering -------------------------------------------------------------------------
+    def handle(self, request: LeanRequest) -> None:
+        if self.secret is not None and not hmac.compare_digest(
+            request.headers.get(b"x-capsvc-cluster-token", b""), self.secret
+        ):
+            self._problem(
+                request, "forbidden", "requests between hosts must carry the cluster secret"
+            )
+            return
+        try:
+            self._handlers[request.route](request)  # type: ignore[index]
+        except CapsvcError as e:
+            self._error(request, e)
+        except Exception as e:  # a bug: answer 500, as the app's problem middleware does
+            self._failed(request, e)
+
+    def too_large(self, request: LeanRequest) -> None:
+        self._problem(request, "body_too_large", "the request body is larger than the limit")
+
+    def _shard(self, pool_id: str) -> Shard:
+        shard_id = shard_for_pool(pool_id, self.shard_count)
+        shard = self.shards.get(shard_id)
+        if shard is None:
+            raise ShardUnavailable(f"shard {shard_id} is not owned by this worker", shard=shard_id)
+        return shard
+
+    def _reserve(self, request: LeanRequest) -> None:
+        pool_id = request.target
+        assert pool_id is not None
+        key = parsing.checked_idempotency_key(_text(request.headers.get(b"idempotency-key")))
+        body = parsing.json_object(request.body)
+        self._submit(
+            request, parsing.parse_reserve(pool_id, body, key, self.limits, new_nonce(), now_ms())
+        )
+
+    def _release(self, request: LeanRequest) -> None:
+        reservation_id = request.target
+        pool_id = pool_of_reservation(reservation_id)
+        assert pool_id is not None and reservation_id is not None
+        self._submit(request, cmd.ReleaseReservation(pool_id, reservation_id, now_ms()))
+
+    def _submit(self, request: LeanRequest, command: cmd.Command) -> None:
+        future = self._shard(command.pool_id).submit(
+            command, _text(request.headers.get(b"x-capsvc-actor"))
+        )
+        # On timeout the future is cancelled: if the writer has not reached it, it never
+        # applies (what `asyncio.timeout` does to the aiohttp handler's await).
+        request.extra = self.loop.call_later(self.timeout_s, future.cancel)
+        future.add_done_callback(functools.partial(self._committed, request))
+
+    def _committed(self, request: LeanRequest, future: asyncio.Future) -> None:
+        request.extra.cancel()
+        if future.cancelled():
+            shard_id = shard_for_pool(request_pool(request), self.shard_count)
+            self._error(
+                request,
+                UpstreamTimeout(
+                    f"shard {shard_id} did not commit within {self.timeout_s:g}s; the outcome is "
+                    "unknown: retry with the same Idempotency-Key"
+                ),
+            )
+            return
+        error = future.exception()
+        if isinstance(error, CapsvcError):
+            self._error(request, error)
+        elif error is not None:
+            self._failed(request, error)  # type: ignore[arg-type]
+        else:
+            try:
+                self._render(request, future.result())
+            except Exception as e:  # a bug: answer 500 rather than leave the request hanging
+                self._failed(request, e)
+
+    def _failed(self, request: LeanRequest, error: Exception) -> None:
+        log.error("unhandled error", exc_info=error, extra={"path": request.path.decode("latin-1")})
+        self._problem(request, "internal_error", "an unexpected error occurred; it has been logged")
+
+    def _render(self, request: LeanRequest, result: CommandResult) -> None:
+        order = b""
+        if result.epoch is not None:
+            order += b"X-Capsvc-Epoch: %d\r\n" % result.epoch
+        if result.version is not None:
+            order += b"X-Capsvc-Version: %d\r\n" % result.version
+        if result.rejection is not None:
+            r = result.rejection
+            self._problem(request, r.code, r.detail, tail=order, **r.fields)
+        elif result.replayed:
+            self._json(request, 201, result.body, _REPLAYED, order)
+        else:
+            self._json(request, 201 if result.created else 200, result.body, b"", order)
+
+    def _get_pool(self, request: LeanRequest) -> None:
+        shard = self._shard(request.target)  # type: ignore[arg-type]
+        self.loop.create_task(self._read(request, shard))
+
+    def _get_reservation(self, request: LeanRequest) -> None:
+        shard = self._shard(request_pool(request))
+        self.loop.create_task(self._read(request, shard))
+
+    async def _read(self, request: LeanRequest, shard: Shard) -> None:
+        """Reads wait for a commit in flight on their pool: read-your-writes."""
+        try:
+            pool = await shard.read_pool(request_pool(request))
+        except CapsvcError as e:
+            self._error(request, e)
+            return
+        except Exception as e:
+            self._failed(request, e)
+            return
+        if request.route == "get_pool":
+            if pool is None:
+                self._problem(request, rj.POOL_NOT_FOUND, f"no pool {request.target}")
+            else:
+                self._json(request, 200, pool_view(pool))
+            return
+        reservation = pool.reservations.get(request.target) if pool is not None else None
+        if reservation is None:
+            self._problem(request, rj.RESERVATION_NOT_FOUND, f"no reservation {request.target}")
+        else:
+            self._json(request, 200, reservation_view(pool, reservation))
+
+    # -- answers: the same headers, in the same order, as the aiohttp app's ------------------
+    def _json(
+        self, request: LeanRequest, status: int, body: Any, head: bytes = b"", tail: bytes = b""
+    ) -> None:
+        payload = json.dumps(body).encode()
+        self._reply(request, status, head + _JSON_HEAD + tail, payload, None)
+
+    def _error(self, request: LeanRequest, error: CapsvcError) -> None:
+        head = b"" if error.retry_after_s is None else b"Retry-After: %d\r\n" % error.retry_after_s
+        # A shard not (or no longer) served here applied nothing: the router may resend.
+        tail = _NOT_APPLIED if isinstance(error, ShardUnavailable) else b""
+        self._problem(request, error.code, error.detail, head, tail, **error.fields)
+
+    def _problem(
+        self,
+        request: LeanRequest,
+        code: str,
+        detail: str,
+        head: bytes = b"",
+        tail: bytes = b"",
+        **fields: Any,
+    ) -> None:
+        status, text = problem_json(code, detail, **fields)
+        head += b"Content-Type: " + PROBLEM_JSON + b"\r\n" + tail
+        self._reply(request, status, head, text.encode(), code)
+
+    def _reply(
+        self, request: LeanRequest, status: int, head: bytes, payload: bytes, code: str | None
+    ) -> None:
+        request_id = request.headers.get(b"x-request-id")
+        if request_id is not None:
+            head += b"X-Request-Id: " + request_id + b"\r\n"
+        request.reply(status, head, payload)
+        self._observe(request, status, code, request_id)
+
+    def _observe(
+        self, request: LeanRequest, status: int, code: str | None, request_id: bytes | None
+    ) -> None:
+        """What the aiohttp app's `observe` middleware counts and logs for a request."""
+        elapsed = time.perf_counter() - request.started
+        route = _PATHS[request.route]  # type: ignore[index]
+        key = (route, request.method, status)
+        pair = self._children.get(key)
+        if pair is None:
+            method = request.method.decode()
+            pair = self._children[key] = (
+                self.metrics.requests.labels(route, method, str(status)),
+                self.metrics.latency.labels(route, str(status)),
+            )
+        pair[0].inc()
+        pair[1].observe(elapsed)
+        if request.route == "reserve":
+            if status == 201 and request.head.startswith(_REPLAYED):
+                self.metrics.replays.labels(self._pool_kind(request)).inc()
+            elif status == 409 and code == rj.CAPACITY_EXHAUSTED:
+                self.metrics.exhausted.labels(self._pool_kind(request)).inc()
+        if self.request_log == "all" or (self.request_log == "errors" and status >= 500):
+            request_log.log(
+                logging.WARNING if status >= 500 else logging.INFO,
+                "%s %s %d",
+                request.method.decode(),
+                route,
+                status,
+                extra={
+                    "request_id": _text(request_id),
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+
+    def _pool_kind(self, request: LeanRequest) -> str:
+        shard = self.shards.get(shard_for_pool(request.target, self.shard_count))  # type: ignore[arg-type]
+        pool = shard.pools.get(request.target) if shard is not None else None  # type: ignore[arg-type]
+        return pool.kind if pool is not None else "unknown"
+
+
+def request_pool(request: LeanRequest) -> str:
+    """The pool a hot request is about (a reservation id carries its pool)."""
+    assert request.target is not None
+    if request.route in ("reserve", "get_pool"):
+        return request.target
+    pool_id = pool_of_reservation(request.target)
+    assert pool_id is not None  # classify checked it
+    return pool_id
