@@ -48,8 +48,14 @@ def _workloads(pools: list[workloads.BenchPool]) -> dict[str, workloads.Workload
     return {"grid": GridOnly("grid", mix.pools, mix.days, with_grid=True), "grid-mix": mix}
 
 
-def saturation(service: CapsvcProcess, workload: workloads.Workload, seconds: float,
-               connections: int, tmp: Path, cpus: str | None) -> dict:
+def saturation(
+    service: CapsvcProcess,
+    workload: workloads.Workload,
+    seconds: float,
+    connections: int,
+    tmp: Path,
+    cpus: str | None,
+) -> dict:
     script = tmp / f"{workload.name}.lua"
     script.write_text(workload.lua(nonce=f"grid-{time.time_ns()}"))
     pids = service.pids()
@@ -58,26 +64,51 @@ def saturation(service: CapsvcProcess, workload: workloads.Workload, seconds: fl
     after = {role: cpu_seconds(pid) for role, pid in pids.items()}
     n = max(result.requests, 1)
     cpu_ms = {role: round(1000 * (after[role] - before[role]) / n, 4) for role in pids}
-    return {"workload": workload.name, "rps": round(result.rps), "requests": result.requests,
-            "errors": result.errors, "detail": result.detail, "cpu_ms_per_request": cpu_ms}
+    return {
+        "workload": workload.name,
+        "rps": round(result.rps),
+        "requests": result.requests,
+        "errors": result.errors,
+        "detail": result.detail,
+        "cpu_ms_per_request": cpu_ms,
+    }
 
 
-def open_loop(service: CapsvcProcess, workload: workloads.Workload, rate: float, seconds: float,
-              tmp: Path, cpus: str | None) -> dict:
+def open_loop(
+    service: CapsvcProcess,
+    workload: workloads.Workload,
+    rate: float,
+    seconds: float,
+    tmp: Path,
+    cpus: str | None,
+) -> dict:
     spec = tmp / f"{workload.name}-open.json"
     spec.write_text(json.dumps(dataclasses.asdict(workload)))
-    command = [sys.executable, "-m", "load.bench.openloop", "--url", service.url, "--workload",
-               str(spec), "--rate", str(rate), "--seconds", str(seconds)]
+    command = [
+        sys.executable,
+        "-m",
+        "load.bench.openloop",
+        "--url",
+        service.url,
+        "--workload",
+        str(spec),
+        "--rate",
+        str(rate),
+        "--seconds",
+        str(seconds),
+    ]
     if cpus is not None:
         command = ["taskset", "-c", cpus, *command]
-    out = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True,
-                         timeout=seconds + 120).stdout
+    out = subprocess.run(
+        command, cwd=REPO, check=True, capture_output=True, text=True, timeout=seconds + 120
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=64)
@@ -91,17 +122,27 @@ def main(argv: list[str] | None = None) -> int:
         service.start()
         try:
             pools = workloads.uniform_pools()
-            fixtures.define(service.url, service.admin_token,
-                            [fixtures.PoolSpec(p.pool_id, p.definition()) for p in pools])
+            fixtures.define(
+                service.url,
+                service.admin_token,
+                [fixtures.PoolSpec(p.pool_id, p.definition()) for p in pools],
+            )
             for name, workload in _workloads(pools).items():
                 if args.only and name != args.only:
                     continue
                 saturation(service, workload, args.warmup, args.connections, tmp, args.pin_load)
-                print(json.dumps(saturation(service, workload, args.seconds, args.connections,
-                                            tmp, args.pin_load)), flush=True)
+                print(
+                    json.dumps(
+                        saturation(
+                            service, workload, args.seconds, args.connections, tmp, args.pin_load
+                        )
+                    ),
+                    flush=True,
+                )
                 if args.rate:
-                    result = open_loop(service, workload, args.rate, args.seconds, tmp,
-                                       args.pin_load)
+                    result = open_loop(
+                        service, workload, args.rate, args.seconds, tmp, args.pin_load
+                    )
                     print(json.dumps({"workload": name, "open_loop": result}), flush=True)
         finally:
             service.stop()
