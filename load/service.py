@@ -19,7 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from capsvc.testing.serve_process import ServeProcess, children, serve_config
+from capsvc.testing.serve_process import REPO as REPO  # re-exported for the load tools
+from capsvc.testing.serve_process import ServedByChild, ServeProcess, children, serve_config
 
 
 def _die_with_parent() -> None:
@@ -56,7 +57,7 @@ def http_status(url: str, timeout_s: float = 2.0) -> int:
         return 0
 
 
-class CapsvcProcess:
+class CapsvcProcess(ServedByChild):
     """One supervisor with its router and workers, listening on 127.0.0.1."""
 
     def __init__(self, data_dir: Path, *, workers: int = 2, shard_count: int = 64,
@@ -71,15 +72,6 @@ class CapsvcProcess:
             data_dir, workers=workers, shard_count=shard_count, log_level="WARNING",
             service_extra=f"worker_port_base = {self.worker_port_base}\n", extra=extra_config))
         self.process: subprocess.Popen | None = None
-        self._serve: ServeProcess | None = None
-
-    @property
-    def port(self) -> int | None:
-        return self._serve.port if self._serve is not None else None
-
-    @property
-    def output(self) -> list[str]:
-        return self._serve.output if self._serve is not None else []
 
     @property
     def url(self) -> str:

@@ -50,6 +50,20 @@ class ServeProcess:
                 self.port = int(match.group(1))
 
 
+class ServedByChild:
+    """For a class that holds its running `capsvc serve` in `_serve`: its port and output."""
+
+    _serve: ServeProcess | None = None
+
+    @property
+    def port(self) -> int | None:
+        return self._serve.port if self._serve is not None else None
+
+    @property
+    def output(self) -> list[str]:
+        return self._serve.output if self._serve is not None else []
+
+
 def children(pid: int) -> dict[str, int]:
     """Command line (process title) -> pid of each child of `pid`, read from /proc."""
     out = {}

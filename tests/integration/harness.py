@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from capsvc.testing.serve_process import REPO as REPO  # re-exported for the tests
-from capsvc.testing.serve_process import ServeProcess, children, serve_config
+from capsvc.testing.serve_process import ServedByChild, ServeProcess, children, serve_config
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -36,7 +36,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last_error!r})")
 
 
-class Service:
+class Service(ServedByChild):
     """One supervisor (with its workers and router) on a free port and a temp data dir."""
 
     def __init__(self, data_dir: Path, workers: int = 2, shard_count: int = 8,
@@ -56,7 +56,6 @@ class Service:
         self.admin_token = admin_token
         self.process: subprocess.Popen | None = None
         self.ssl_context = None  # set by TLS tests: the client then speaks https
-        self._serve: ServeProcess | None = None
 
     # -- process control -------------------------------------------------------------------
     def command_prefix(self) -> tuple[str, ...]:
@@ -70,14 +69,6 @@ class Service:
             wait_for(lambda: self.port, 30, "the listening line")
             self.wait_ready()
         return self
-
-    @property
-    def port(self) -> int | None:
-        return self._serve.port if self._serve is not None else None
-
-    @property
-    def output(self) -> list[str]:
-        return self._serve.output if self._serve is not None else []
 
     def log_text(self) -> str:
         return "".join(self.output)
