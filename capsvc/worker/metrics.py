@@ -5,10 +5,11 @@ The router's `/metrics` fetches each local worker's exposition (`/internal/metri
 of the host. Names never clash with the router's own (`capsvc_http_*`, `capsvc_shard_*` gauges).
 
 What is counted where:
-- requests and latency per route and outcome status: the `observe` middleware (ops_routes.py);
+- requests and latency per route and outcome status: the `observe` middleware (ops_routes.py),
+  and for the hot routes the lean front (`WorkerFront._observe`, fastpath.py), alike;
 - group commits, recoveries, handoffs, failovers, shard failures: `Shard.observer` (this class);
-- idempotent replays and `capacity_exhausted` per pool kind: the `observe` middleware, from the
-  reserve route's answer;
+- idempotent replays and `capacity_exhausted` per pool kind: the same two, from the reserve
+  route's answer;
 - ZooKeeper connection state changes: `zookeeper_state`, registered with `Zk.on_state`.
 """
 
