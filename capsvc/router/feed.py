@@ -9,9 +9,11 @@ state. A failed poll is retried after `feed_retry_ms`; it never stops the loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from typing import Any
 
-from capsvc.errors import CapsvcError
+from capsvc.errors import CapsvcError, UpstreamUnavailable
 from capsvc.http.routes import INTERNAL_FEED
 from capsvc.router.read_model import ReadModel
 from capsvc.router.upstream import WorkerClient
@@ -32,7 +34,7 @@ async def follow_worker(
         path = (f"{INTERNAL_FEED}?wait_ms={wait_ms}&limit={FEED_PAGE_POOLS}&rows=1"
                 f"&since={model.since_parameter()}")
         try:
-            answer = await worker.get_json(path, timeout_s=timeout_ms / 1000)
+            answer = await _poll(worker, path, timeout_ms / 1000)
         except (CapsvcError, ValueError) as e:
             if not failing:
                 log.warning("read-model feed failing: %s", e, extra={"worker": worker.name})
@@ -43,6 +45,18 @@ async def follow_worker(
             log.info("read-model feed recovered", extra={"worker": worker.name})
             failing = False
         model.apply(worker.name, answer)
+
+
+async def _poll(worker: WorkerClient, path: str, timeout_s: float) -> dict[str, Any]:
+    """One feed request on the worker's raw keep-alive pool: under write load there is one
+    per commit, and aiohttp's client costs about four times as much CPU per round trip."""
+    if worker.raw is None:  # not started yet
+        return await worker.get_json(path, timeout_s=timeout_s)
+    data = f"GET {path} HTTP/1.1\r\nHost: capsvc\r\n".encode() + worker.header_lines + b"\r\n"
+    response = await worker.raw.request(data, timeout_s, idempotent=True)
+    if response.status != 200:
+        raise UpstreamUnavailable(f"worker {worker.name} answered {response.status}")
+    return json.loads(response.body)
 
 
 async def follow_all(

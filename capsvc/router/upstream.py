@@ -70,6 +70,11 @@ class WorkerClient:
     def address(self) -> str:
         return self.socket_path or self.base_url
 
+    @property
+    def header_lines(self) -> bytes:
+        """The headers every request to this worker carries, for requests sent on `raw`."""
+        return b"".join(f"{k}: {v}\r\n".encode() for k, v in self._headers.items())
+
     def start_nowait(self) -> None:
         if self.socket_path is not None:
             connector: aiohttp.BaseConnector = aiohttp.UnixConnector(
