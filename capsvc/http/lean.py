@@ -1,19 +1,16 @@
 """A lean HTTP/1.1 server protocol: httptools parsing for a few hot routes, aiohttp for the rest.
 
 A `LeanFront` subclass says which requests are hot (`classify`) and answers them (`handle`,
-which calls `request.reply(...)` now or later). Everything else reaches the aiohttp app
-unchanged, so every other route, middleware and streaming answer keeps working:
-
-- a connection whose first request is not hot is handed to aiohttp whole (the bytes received
-  so far are replayed into aiohttp's own protocol);
-- a later non-hot request on a hot connection is relayed, byte for byte and streaming, to the
-  aiohttp app over an in-process socket pair (no file, no port), after the answers before it;
-  the connection then closes, since its framing is now the app's.
+which calls `request.reply(...)` now or later). Every other request is relayed to the aiohttp
+app in the same process (`app_relay`: pooled keep-alive socket pairs), whose answer is sent
+back unchanged but for its framing, so every other route and middleware keeps working; the
+connection stays lean for the hot requests that follow.
 
 Answers leave in request order (pipelining), whenever each is ready; reading pauses while
 `PIPELINE_MAX` wait. Limits: a request's headers and body must arrive within
 `header_timeout_s`; URL, header and body sizes are bounded (414, 431, 413 as problem+json);
-idle keep-alive connections close after `KEEPALIVE_S`; malformed HTTP answers 400.
+idle keep-alive connections close after `KEEPALIVE_S`; malformed HTTP answers 400. A request
+that asks to switch protocols is answered, and its connection then closes.
 """
 
 from __future__ import annotations
@@ -22,13 +19,13 @@ import asyncio
 import collections
 import http
 import logging
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httptools
 
+from capsvc.http.app_relay import AppRelay, RelayFailed
 from capsvc.http.problems import problem_json
 
 log = logging.getLogger(__name__)
@@ -118,7 +115,8 @@ class LeanFront:
         body_max: int,
         header_timeout_s: float,
     ) -> None:
-        self.aiohttp_protocol = aiohttp_protocol
+        self.relay = AppRelay(aiohttp_protocol)
+        self._relaying: set[asyncio.Task] = set()  # held until done (the loop holds tasks weakly)
         self.body_max = body_max
         self.header_timeout_s = header_timeout_s
         self.connections: set[LeanProtocol] = set()
@@ -141,6 +139,34 @@ class LeanFront:
         """A hot request whose body is over `body_max`: answered, then the connection closes."""
         request.problem("body_too_large", "the request body is larger than the limit")
 
+    def start_relay(self, request: LeanRequest) -> None:
+        task = asyncio.get_running_loop().create_task(self.relay_to_app(request))
+        self._relaying.add(task)
+        task.add_done_callback(self._relaying.discard)
+
+    async def relay_to_app(self, request: LeanRequest) -> None:
+        """Any other request: the aiohttp app answers it, in this process."""
+        head = [request.method, b" ", request.path, b" HTTP/1.1\r\n"]
+        for name, value in request.headers.items():
+            if name not in _HOP_BY_HOP:
+                head += [name, b": ", value, b"\r\n"]
+        head.append(b"Content-Length: %d\r\n\r\n" % len(request.body))
+        try:
+            answer = await self.relay.send(
+                b"".join(head) + request.body, head_only=request.method == b"HEAD"
+            )
+        except (RelayFailed, OSError) as e:
+            log.error(
+                "the app did not answer a relayed request: %s",
+                e,
+                extra={"path": request.path.decode("latin-1")},
+            )
+            request.keep_alive = False
+            request.problem("internal_error", "an unexpected error occurred; it has been logged")
+            return
+        kept = [(k, v) for k, v in answer.headers if k.lower() not in _HOP_BY_HOP]
+        request.reply(answer.status, header_lines(kept), answer.body)
+
     # -- drain -----------------------------------------------------------------------------
     async def drain(self, timeout_s: float) -> None:
         """Stop: idle connections close now, busy ones after their answers (which say
@@ -154,6 +180,7 @@ class LeanFront:
                 await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.close_now()
+        self.relay.close()
 
 
 class LeanProtocol(asyncio.Protocol):
@@ -164,12 +191,9 @@ class LeanProtocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self._raw: bytearray | None = bytearray()  # until the first request completes
-        self._handover = False
         self._done = False  # no more requests: refused, relayed or closing after an answer
         self._paused = False
         self._pending: collections.deque[LeanRequest] = collections.deque()  # answer order
-        self._relay: LeanRequest | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._in_message = False
@@ -227,18 +251,13 @@ class LeanProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
-        if self._raw is not None:
-            self._raw += data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            if not self._handover:  # a hot request asked to switch protocols: not here
-                self._finish_after_answers()
+            self._finish_after_answers()  # no protocol switches here
         except httptools.HttpParserError:
-            if not self._handover and not self._done:
+            if not self._done:
                 self._refuse("malformed_json", "the request is not valid HTTP/1.1")
-        if self._handover:
-            self._hand_to_aiohttp()
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -266,13 +285,7 @@ class LeanProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self._done:
             return
-        route, target = self.front.classify(self.parser.get_method(), self._url)
-        if route is None and self._raw is not None:
-            # The first request is not hot: aiohttp takes the connection, and every byte
-            # after this one is aiohttp's to parse (and refuse).
-            self._handover = self._done = True
-            return
-        self._route, self._target = route, target
+        self._route, self._target = self.front.classify(self.parser.get_method(), self._url)
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.front.body_max:
             self._too_large()
@@ -297,7 +310,6 @@ class LeanProtocol(asyncio.Protocol):
         self._in_message = False
         if self._done or self.transport is None:
             return
-        self._raw = None
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = LeanRequest(
             self,
@@ -313,14 +325,12 @@ class LeanProtocol(asyncio.Protocol):
         self._arm(KEEPALIVE_S)
         if not request.keep_alive:
             self._stop_reading()  # nothing after `Connection: close` is served
-        if request.route is None:
-            self._stop_reading()  # relayed to aiohttp, then this connection closes
-            self._relay = request
-            self.flush()
-            return
-        if len(self._pending) >= PIPELINE_MAX and self.transport is not None:
+        if len(self._pending) >= PIPELINE_MAX and not self._paused:
             self._paused = True
             self.transport.pause_reading()
+        if request.route is None:
+            self.front.start_relay(request)
+            return
         try:
             self.front.handle(request)
         except Exception:  # a bug: answer 500 rather than leave the connection hanging
@@ -336,10 +346,6 @@ class LeanProtocol(asyncio.Protocol):
         pending = self._pending
         while pending and self.transport is not None:
             request = pending[0]
-            if request is self._relay:
-                self._relay = None
-                self.loop.create_task(self._relay_to_app(request))
-                return
             if request.status == _NOT_ANSWERED:
                 break
             pending.popleft()
@@ -408,57 +414,7 @@ class LeanProtocol(asyncio.Protocol):
         else:
             self.front.too_large(request)
 
-    # -- what aiohttp answers --------------------------------------------------------------
-    def _hand_to_aiohttp(self) -> None:
-        """Give this connection, and every byte received on it so far, to aiohttp."""
-        transport, raw = self.transport, bytes(self._raw or b"")
-        if transport is None:
-            return
-        self._done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        protocol = self.front.aiohttp_protocol()
-        self.transport = None
-        self.front.connections.discard(self)
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        if raw:
-            protocol.data_received(raw)
-
-    async def _relay_to_app(self, request: LeanRequest) -> None:
-        """A non-hot request on a hot connection: through an in-process socket pair to the
-        aiohttp app, its answer streamed back; then this connection closes."""
-        transport = self.transport
-        assert transport is not None
-        ours, theirs = socket.socketpair()
-        try:
-            await self.loop.connect_accepted_socket(self.front.aiohttp_protocol, theirs)
-            reader, writer = await asyncio.open_connection(sock=ours)
-        except OSError as e:
-            ours.close()
-            theirs.close()
-            log.error("could not relay a request to the app: %s", e)
-            self._pending.clear()
-            self.close_now()
-            return
-        head = [request.method, b" ", request.path, b" HTTP/1.1\r\n"]
-        for name, value in request.headers.items():
-            if name not in _HOP_BY_HOP:
-                head += [name, b": ", value, b"\r\n"]
-        head.append(b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(request.body))
-        writer.write(b"".join(head) + request.body)
-        try:
-            while chunk := await reader.read(65536):
-                if self.transport is None:
-                    break
-                transport.write(chunk)
-        finally:
-            writer.close()
-            self._pending.clear()
-            self.close_now()
-
 
 _HOP_BY_HOP = frozenset(
-    (b"content-length", b"connection", b"transfer-encoding", b"keep-alive", b"expect")
+    (b"content-length", b"connection", b"transfer-encoding", b"keep-alive", b"expect", b"upgrade")
 )

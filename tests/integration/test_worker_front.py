@@ -339,7 +339,7 @@ def test_not_owned_shard_says_not_applied_like_the_app(tmp_path):
 
 
 async def _disown(w: InProcessWorker, shard_id: int) -> None:
-    w.host.shards.pop(shard_id)
+    await w.host.shards.pop(shard_id).drain()
 
 
 def test_the_cluster_secret_is_checked_on_hot_routes(tmp_path):
@@ -374,46 +374,56 @@ def test_the_cluster_secret_is_checked_on_hot_routes(tmp_path):
 
 
 # -- handing over to aiohttp -------------------------------------------------------------------
-def test_a_connection_whose_first_request_is_not_hot_belongs_to_aiohttp(worker):
-    """Internal routes, ops routes and everything else keep working unchanged, on a
-    keep-alive connection, and hot requests that follow on it are answered by the app."""
-    answers = exchange(
-        worker,
+def test_other_requests_are_answered_by_the_app_on_the_same_keep_alive_connection(worker):
+    """Internal routes, ops routes and everything else keep working unchanged, mixed with hot
+    requests on one connection (the router's raw pool sends both): the app answers the
+    others (aiohttp's own headers show it), the front the hot ones, all in order."""
+    requests = [
         http("GET", "/internal/status"),
+        http("POST", f"/v1/pools/{POOL}/reservations", {"slot_id": "a"}, {"X-Request-Id": "w"}),
         http("GET", "/internal/metrics"),
+        http("GET", "/nowhere", None, {"X-Request-Id": "n"}),
         http("GET", f"/v1/pools/{POOL}"),
-        http("GET", "/nowhere"),
-    )
-    assert [a.status for a in answers] == [200, 200, 200, 404]
-    assert answers[0].json()["worker"] == 0
-    assert b"capsvc_worker_requests" in answers[1].body
-    assert answers[2].json()["pool_id"] == POOL
-    assert answers[3].json()["code"] == "not_found"
-    assert answers[2].header("Server") is not None  # aiohttp answered it, not the front
-
-
-def test_a_non_hot_request_after_hot_ones_is_relayed_in_order_then_the_connection_closes(worker):
+        http("GET", "/v1/pools/b%20ad"),  # hot in shape, but the app answers the odd id
+    ]
     with worker.connect() as sock:
-        sock.sendall(
-            http(
-                "POST",
-                f"/v1/pools/{POOL}/reservations",
-                {"slot_id": "a"},
-                {"X-Request-Id": "first"},
-            )
-            + http("GET", f"/v1/pools/{POOL}", None, {"X-Request-Id": "second"})
-            + http("GET", "/internal/status")
-            + http("GET", f"/v1/pools/{POOL}")
-        )  # after the relay: not served
+        sock.sendall(b"".join(requests))
         reader = Reader(sock)
-        answers = reader.read(3)
-        assert [a.status for a in answers[:3]] == [201, 200, 200]
-        assert [a.header("X-Request-Id") for a in answers[:2]] == ["first", "second"]
-        assert answers[1].json()["total_reserved"] == 1  # read-your-writes, in order
-        assert answers[2].json()["worker"] == 0
-        assert answers[2].header("Connection") == "close"
-        assert reader.wait_closed()
-        assert len(reader.answers) == 3
+        answers = reader.read(len(requests))
+        assert [a.status for a in answers] == [200, 201, 200, 404, 200, 400]
+        assert answers[0].json()["worker"] == 0
+        assert b"# TYPE capsvc_worker_requests_total counter" in answers[2].body
+        assert answers[3].json()["code"] == "not_found"
+        assert answers[3].header("X-Request-Id") == "n"  # the app's middleware echoed it
+        assert answers[4].json()["total_reserved"] == 1
+        assert answers[5].json()["field"] == "pool_id"
+        from_app = [a.header("Server") is not None for a in answers]
+        assert from_app == [True, False, True, True, False, True]
+        assert all(a.header("Connection") is None for a in answers)
+        sock.sendall(http("GET", f"/v1/pools/{POOL}"))  # still open, still lean
+        assert reader.read(len(requests) + 1)[-1].status == 200 and not reader.closed
+
+
+def test_a_long_poll_relayed_to_the_app_keeps_its_place_in_the_answer_order(worker):
+    """A read-model feed poll that waits (nothing changes) is answered before the hot request
+    pipelined behind it, which waits for it; and a HEAD request is answered without a body."""
+    status = exchange(worker, http("GET", "/internal/status"))[0].json()
+    since = ",".join(f"{s['shard']}:{s['last_seq']}" for s in status["shards"])
+    with worker.connect() as sock:
+        started = time.monotonic()
+        sock.sendall(
+            http("GET", f"/internal/feed?wait_ms=200&since={since}")
+            + http("GET", f"/v1/pools/{POOL}", None, {"X-Request-Id": "after"})
+            + http("HEAD", f"/v1/pools/{POOL}")
+            + http("GET", f"/v1/pools/{POOL}")
+        )
+        reader = Reader(sock)
+        feed, pool, head, again = reader.read(4)
+        assert time.monotonic() - started >= 0.15
+        assert feed.status == 200 and "worker" in feed.json()
+        assert (pool.status, pool.header("X-Request-Id")) == (200, "after")
+        assert head.body == b"" and head.status >= 400  # no HEAD routes; the app says so
+        assert again.status == 200 and not reader.closed
 
 
 # -- HTTP/1.1 promises ---------------------------------------------------------------------------
