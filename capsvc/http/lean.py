@@ -2,7 +2,7 @@
 
 A `LeanFront` subclass says which requests are hot (`classify`) and answers them (`handle`,
 which calls `request.reply(...)` now or later). Every other request is relayed to the aiohttp
-app in the same process (`app_relay`: pooled keep-alive socket pairs), whose answer is sent
+app in the same process (`app_relay`: pooled in-memory connections), whose answer is sent
 back unchanged but for its framing, so every other route and middleware keeps working; the
 connection stays lean for the hot requests that follow.
 
