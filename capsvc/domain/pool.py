@@ -1,14 +1,30 @@
 """The pool aggregate's state: slots, reservations and remembered idempotency keys.
 
 State is mutable on purpose: folding an event costs O(1) instead of copying a pool with many
-thousands of reservations. Only `evolve` mutates it, and only after the event is durable (the
-shard writer guarantees this), so nobody observes a state that the disk does not hold.
+thousands of reservations. Only `evolve` mutates it (and the snapshot codec, which builds it),
+and only after the event is durable (the shard writer guarantees this), so nobody observes a
+state that the disk does not hold.
+
+Memory: a worker holds every pool of its shards, most of them with few or no reservations.
+Strings that repeat across pools (slot ids, slot times, kinds, regions, dates) are interned,
+so a pool holds references, not copies; the reservation and key maps are made on first use.
+
+A pool restored from a snapshot may leave its reservations and keys undecoded (`defer`): the
+slot counts are exact at once, and the first use of `reservations` or `keys` decodes them and
+checks them against the slots. A pool whose decoding failed stays failed: every later use
+raises again, so nobody decides against a pool that lost its reservations.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+
+_shared = sys.intern
+_NONE: Mapping = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +42,9 @@ class Slot:
     __slots__ = ("slot_id", "starts_at", "ends_at", "capacity", "reserved", "open")
 
     def __init__(self, slot_id: str, starts_at: str, ends_at: str, capacity: int) -> None:
-        self.slot_id = slot_id
-        self.starts_at = starts_at
-        self.ends_at = ends_at
+        self.slot_id = _shared(slot_id)
+        self.starts_at = _shared(starts_at)
+        self.ends_at = _shared(ends_at)
         self.capacity = capacity
         self.reserved = 0
         self.open = True
@@ -54,6 +70,17 @@ class Reservation:
         self.active = active
 
 
+class _Deferred:
+    """A pool's reservations and keys still encoded, and the reservations added since."""
+
+    __slots__ = ("decode", "check", "added")
+
+    def __init__(self, decode: Callable[[Pool], None], check: Callable[[Pool], None]) -> None:
+        self.decode = decode
+        self.check = check
+        self.added: list[tuple[Reservation, int]] = []  # (reservation, time it was made)
+
+
 class Pool:
     __slots__ = (
         "pool_id",
@@ -63,8 +90,10 @@ class Pool:
         "total_capacity",
         "total_reserved",
         "slots",
-        "reservations",
-        "keys",
+        "_reservations",
+        "_keys",
+        "_keys_young_until",
+        "_deferred",
         "version",
         "reservation_count",
         "retention",
@@ -80,19 +109,113 @@ class Pool:
         retention: KeyRetention,
     ) -> None:
         self.pool_id = pool_id
-        self.kind = kind
-        self.region = region
-        self.date = date
+        self.kind = _shared(kind)
+        self.region = _shared(region)
+        self.date = _shared(date)
         self.total_capacity = total_capacity
         self.total_reserved = 0
         self.slots: dict[str, Slot] = {}
-        self.reservations: dict[str, Reservation] = {}
+        # Made on first use (most pools never hold a reservation); see `reservations`, `keys`.
+        self._reservations: dict[str, Reservation] | None = None
         # idempotency key -> (reservation id, time first seen); oldest first, for eviction
-        self.keys: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._keys: OrderedDict[str, tuple[str, int]] | None = None
+        self._keys_young_until = 0  # no key expires before this time (0: look at the oldest)
+        self._deferred: _Deferred | None = None
         self.version = 0  # number of events folded into this pool
         self.reservation_count = 0  # reservations ever made; numbers the next reservation id
         self.retention = retention
 
+    # -- reservations and keys ---------------------------------------------------------------
+    @property
+    def reservations(self) -> Mapping[str, Reservation]:
+        """Every reservation this pool ever made (released ones too), by id. Read-only:
+        `add_reservation` is the one way in."""
+        if self._deferred is not None:
+            self._materialise()
+        return _NONE if self._reservations is None else self._reservations
+
+    @property
+    def keys(self) -> Mapping[str, tuple[str, int]]:
+        """Remembered idempotency keys -> (reservation id, time first seen), oldest first."""
+        if self._deferred is not None:
+            self._materialise()
+        return _NONE if self._keys is None else self._keys
+
+    @property
+    def deferred(self) -> Callable[[Pool], None] | None:
+        """The decoder of reservations and keys not decoded yet (None once they are)."""
+        return None if self._deferred is None else self._deferred.decode
+
+    @property
+    def added_while_deferred(self) -> int:
+        """Reservations added since the snapshot, waiting for the decoding to join them."""
+        return 0 if self._deferred is None else len(self._deferred.added)
+
+    def defer(self, decode: Callable[[Pool], None], check: Callable[[Pool], None]) -> None:
+        """Decode reservations and keys on first use: `decode(pool)` must `restore` them; the
+        reservations added meanwhile are then folded in, and `check(pool)` runs."""
+        assert self._reservations is None and self._keys is None, self.pool_id
+        self._deferred = _Deferred(decode, check)
+
+    def restore(
+        self, reservations: dict[str, Reservation], keys: OrderedDict[str, tuple[str, int]]
+    ) -> None:
+        """Install decoded reservations and keys (the snapshot codec's way in)."""
+        self._reservations = reservations or None
+        self._keys = keys or None
+        self._keys_young_until = 0
+
+    def _materialise(self) -> None:
+        deferred, self._deferred = self._deferred, None
+        assert deferred is not None
+        try:
+            deferred.decode(self)
+            for reservation, at_ms in deferred.added:
+                self._insert(reservation, at_ms)
+            deferred.check(self)
+        except BaseException:
+            self._deferred = deferred  # stay failed rather than look empty
+            self._reservations = self._keys = None
+            raise
+
+    def add_reservation(self, reservation: Reservation, at_ms: int) -> None:
+        """A new reservation, made at `at_ms`; its idempotency key, if any, is remembered.
+        A pool whose reservations are not decoded yet keeps it aside until they are (replay
+        after a snapshot then decodes only pools that release or answer something)."""
+        self.reservation_count += 1
+        if self._deferred is not None:
+            self._deferred.added.append((reservation, at_ms))
+        else:
+            self._insert(reservation, at_ms)
+
+    def _insert(self, reservation: Reservation, at_ms: int) -> None:
+        if self._reservations is None:
+            self._reservations = {}
+        assert reservation.reservation_id not in self._reservations, reservation.reservation_id
+        self._reservations[reservation.reservation_id] = reservation
+        if reservation.idempotency_key is not None:
+            self._remember_key(reservation.idempotency_key, reservation.reservation_id, at_ms)
+
+    def _remember_key(self, key: str, reservation_id: str, at_ms: int) -> None:
+        """Remember `key` as the newest, then forget keys too old or too many (oldest first)."""
+        keys = self._keys
+        if keys is None:
+            keys = self._keys = OrderedDict()
+        elif key in keys:
+            del keys[key]  # a key used again after it expired: it becomes the newest
+            self._keys_young_until = 0  # and the oldest may be another one now
+        keys[key] = (reservation_id, at_ms)
+        retention = self.retention
+        if len(keys) <= retention.keys_max and at_ms < self._keys_young_until:
+            return  # the common case: the oldest key is still young
+        while keys:
+            _, (_, seen_ms) = next(iter(keys.items()))
+            if len(keys) <= retention.keys_max and at_ms - seen_ms < retention.retention_ms:
+                self._keys_young_until = seen_ms + retention.retention_ms
+                break
+            keys.popitem(last=False)
+
+    # -- questions -----------------------------------------------------------------------------
     def available(self, slot: Slot) -> int:
         """Units still bookable in `slot`, honouring the pool-wide total when there is one."""
         free = slot.capacity - slot.reserved

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from capsvc.domain.events import Event
+from capsvc.storage.codec import encode_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,15 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     def read_from(self, after_seq: int, batch: int = 5000) -> AsyncIterator[list[StoredEvent]]:
         """Every event with seq > after_seq, in order, in lists of at most `batch`."""
+
+    async def read_encoded_from(
+        self, after_seq: int, batch: int = 5000
+    ) -> AsyncIterator[list[tuple[int, str, int, str, int, str]]]:
+        """`read_from` with bodies still encoded: (seq, pool_id, pool_version, type, schema,
+        body), so that recovery decodes only the events it folds in. This default encodes
+        what `read_from` decoded; a backend that stores the encoded rows returns them as is."""
+        async for chunk in self.read_from(after_seq, batch):
+            yield [(e.seq, e.pool_id, e.pool_version, *encode_event(e.event)) for e in chunk]
 
     @abc.abstractmethod
     async def pool_events(self, pool_id: str, after_version: int, limit: int) -> list[StoredEvent]:

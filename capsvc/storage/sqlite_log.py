@@ -221,6 +221,22 @@ class SqliteEventLog(EventLog):
             finally:
                 await cursor.close()
 
+    async def read_encoded_from(
+        self, after_seq: int, batch: int = 5000
+    ) -> AsyncIterator[list[tuple[int, str, int, str, int, str]]]:
+        assert self._db is not None
+        async with self._lock, self._errors():
+            cursor = await self._db.execute(
+                "SELECT seq, pool_id, pool_version, type, schema, body FROM events"
+                " WHERE seq > ? ORDER BY seq",
+                (after_seq,),
+            )
+            try:
+                while rows := await cursor.fetchmany(batch):
+                    yield rows
+            finally:
+                await cursor.close()
+
     async def pool_events(self, pool_id: str, after_version: int, limit: int) -> list[StoredEvent]:
         async def work(db: aiosqlite.Connection) -> list[StoredEvent]:
             rows = await db.execute_fetchall(
