@@ -36,7 +36,8 @@ def evolve(
 
 def _add_slot(pool: Pool, spec: ev.SlotSpec) -> None:
     assert spec.slot_id not in pool.slots, spec.slot_id
-    pool.slots[spec.slot_id] = Slot(spec.slot_id, spec.starts_at, spec.ends_at, spec.capacity)
+    slot = Slot(spec.slot_id, spec.starts_at, spec.ends_at, spec.capacity)
+    pool.slots[slot.slot_id] = slot  # keyed by the slot's interned id, not the event's copy
 
 
 def _slot_added(pool: Pool, event: ev.SlotAdded) -> None:

@@ -21,6 +21,7 @@ from capsvc.domain.invariants import check_pool
 from capsvc.domain.pool import KeyRetention, Pool
 from capsvc.errors import ShardCorrupt
 from capsvc.storage.codec import CodecError, decode_event, decode_snapshot
+from capsvc.storage.gc_pause import cyclic_gc_paused
 from capsvc.storage.log import EventLog, LogHead
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ class Recovered:
 
 
 async def recover_shard(event_log: EventLog, head: LogHead, retention: KeyRetention) -> Recovered:
+    with cyclic_gc_paused():
+        return await _recover(event_log, head, retention)
+
+
+async def _recover(event_log: EventLog, head: LogHead, retention: KeyRetention) -> Recovered:
     started = time.perf_counter()
     pools: dict[str, Pool] = {}
     pool_seqs: dict[str, int] = {}

@@ -185,20 +185,20 @@ def encode_snapshot(pool: Pool) -> str:
 
 def _encode_columns(pool: Pool) -> str:
     reservations = list(pool.reservations.values())
-    slot_index = {slot_id: i for i, slot_id in enumerate(pool.slots)}
+    slot_row = {slot_id: i for i, slot_id in enumerate(pool.slots)}
     ids = [r.reservation_id for r in reservations]
-    row_of = {rid: i for i, rid in enumerate(ids)}
-    keys = pool.keys.values()
+    row_of = dict(zip(ids, range(len(ids)), strict=True))
+    remembered = list(pool.keys.values())  # (reservation id, time), oldest first
     return _dumps(
         [
             ids,
-            [slot_index[r.slot_id] for r in reservations],
+            [slot_row[r.slot_id] for r in reservations],
             [r.units for r in reservations],
             [r.order_ref for r in reservations],
             [r.idempotency_key for r in reservations],
             "".join(["1" if r.active else "0" for r in reservations]),
-            [row_of[rid] for rid, _ in keys],  # remembered keys, oldest first, by row
-            [at_ms for _, at_ms in keys],
+            [row_of[rid] for rid, _ in remembered],
+            [at_ms for _, at_ms in remembered],
         ]
     )
 

@@ -231,10 +231,18 @@ class SqliteEventLog(EventLog):
                 " WHERE seq > ? ORDER BY seq",
                 (after_seq,),
             )
+            # The next batch is fetched (on the connection's thread) while the caller folds
+            # this one in.
+            ahead = asyncio.ensure_future(cursor.fetchmany(batch))
             try:
-                while rows := await cursor.fetchmany(batch):
+                while rows := await ahead:
+                    ahead = asyncio.ensure_future(cursor.fetchmany(batch))
                     yield rows
             finally:
+                if not ahead.done():
+                    await asyncio.wait([ahead])
+                if not ahead.cancelled():
+                    ahead.exception()  # retrieved: the caller's own error is what matters
                 await cursor.close()
 
     async def pool_events(self, pool_id: str, after_version: int, limit: int) -> list[StoredEvent]:
