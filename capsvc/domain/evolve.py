@@ -23,8 +23,7 @@ def evolve(
         pool = Pool(
             event.pool_id, event.kind, event.region, event.date, event.total_capacity, retention
         )
-        for spec in event.slots:
-            _add_slot(pool, spec)
+        pool.slots.add(*map(_slot, event.slots))
     else:
         assert pool is not None, f"{type(event).__name__} before PoolDefined"
         _APPLY[type(event)](pool, event)
@@ -34,14 +33,12 @@ def evolve(
     return pool
 
 
-def _add_slot(pool: Pool, spec: ev.SlotSpec) -> None:
-    assert spec.slot_id not in pool.slots, spec.slot_id
-    slot = Slot(spec.slot_id, spec.starts_at, spec.ends_at, spec.capacity)
-    pool.slots[slot.slot_id] = slot  # keyed by the slot's interned id, not the event's copy
+def _slot(spec: ev.SlotSpec) -> Slot:
+    return Slot(spec.slot_id, spec.starts_at, spec.ends_at, spec.capacity)
 
 
 def _slot_added(pool: Pool, event: ev.SlotAdded) -> None:
-    _add_slot(pool, event.slot)
+    pool.slots.add(_slot(event.slot))
 
 
 def _capacity_changed(pool: Pool, event: ev.SlotCapacityChanged) -> None:

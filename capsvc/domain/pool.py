@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -48,6 +48,67 @@ class Slot:
         self.capacity = capacity
         self.reserved = 0
         self.open = True
+
+
+class SlotMap(Mapping[str, Slot]):
+    """A pool's slots by id, in the order they were added: a mapping that only grows (`add`).
+
+    Most pools share their slot ids with many others (the same day template everywhere), so
+    the id -> position index is shared by every pool with the same ids in the same order, and
+    a pool holds only a tuple of its Slot objects: about a third of a dict's size.
+    """
+
+    __slots__ = ("_index", "_slots")
+    # Shared indexes by slot ids in order. Bounded: past the bound a new layout stays the
+    # pool's own (as big as a dict of its slots), so unusual ids cannot grow it for ever.
+    _layouts: dict[tuple[str, ...], dict[str, int]] = {}
+    LAYOUTS_MAX = 4096
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = _NO_SLOTS
+        self._slots: tuple[Slot, ...] = ()
+
+    def add(self, *slots: Slot) -> None:
+        """Add new slots, after those there are (one layout for all of them)."""
+        ids = (*self._index, *(slot.slot_id for slot in slots))
+        index = SlotMap._layouts.get(ids)
+        if index is None:
+            index = {slot_id: i for i, slot_id in enumerate(ids)}
+            assert len(index) == len(ids), f"slot ids repeat: {ids}"
+            if len(SlotMap._layouts) < SlotMap.LAYOUTS_MAX:
+                SlotMap._layouts[ids] = index
+        self._index = index
+        self._slots = (*self._slots, *slots)
+
+    def __setitem__(self, slot_id: str, slot: Slot) -> None:
+        """`slots[id] = slot` as with a dict, for a new slot only."""
+        assert slot_id == slot.slot_id, (slot_id, slot.slot_id)
+        self.add(slot)
+
+    def __getitem__(self, slot_id: str) -> Slot:
+        return self._slots[self._index[slot_id]]
+
+    def get(self, slot_id: str, default: Slot | None = None) -> Slot | None:  # type: ignore[override]
+        i = self._index.get(slot_id)
+        return default if i is None else self._slots[i]
+
+    def __contains__(self, slot_id: object) -> bool:
+        return slot_id in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def values(self) -> tuple[Slot, ...]:  # type: ignore[override]
+        return self._slots
+
+    def items(self) -> Iterator[tuple[str, Slot]]:  # type: ignore[override]
+        return zip(self._index, self._slots, strict=True)
+
+
+_NO_SLOTS: dict[str, int] = {}
 
 
 class Reservation:
@@ -114,7 +175,7 @@ class Pool:
         self.date = _shared(date)
         self.total_capacity = total_capacity
         self.total_reserved = 0
-        self.slots: dict[str, Slot] = {}
+        self.slots = SlotMap()
         # Made on first use (most pools never hold a reservation); see `reservations`, `keys`.
         self._reservations: dict[str, Reservation] | None = None
         # idempotency key -> (reservation id, time first seen); oldest first, for eviction

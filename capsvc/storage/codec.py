@@ -254,11 +254,13 @@ def decode_snapshot(schema: int, body: str, retention: KeyRetention) -> Pool:
         pool = Pool(d["pool_id"], d["kind"], d["region"], d["date"], d["total_capacity"], retention)
         pool.version = d["version"]
         pool.reservation_count = d["reservation_count"]
+        slots = []
         for slot_id, starts_at, ends_at, capacity, reserved, is_open in d["slots"]:
             slot = Slot(slot_id, starts_at, ends_at, capacity)
             slot.reserved, slot.open = reserved, is_open
-            pool.slots[slot.slot_id] = slot
+            slots.append(slot)
             pool.total_reserved += reserved
+        pool.slots.add(*slots)
         if schema == 1:
             _restore_v1(pool, d)
         elif newline:
@@ -266,7 +268,7 @@ def decode_snapshot(schema: int, body: str, retention: KeyRetention) -> Pool:
         elif pool.reservation_count:
             raise CodecError(f"snapshot of {pool.pool_id} lacks its reservations")
         return pool
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, AssertionError) as e:  # (slot ids that repeat)
         raise CodecError(f"cannot decode snapshot: {e}") from e
 
 
