@@ -403,9 +403,9 @@ class Shard:
         due = []
         for pool_id, (first_seq, snapshot_version) in pending.items():
             pool = self.pools.get(pool_id)
-            if pool is None:  # never committed (undone by a failed append)
-                due.append((pool_id, None))
-            elif every_pool or (window and self.last_seq - first_seq >= window):
+            if pool is None:  # cannot be (its events are committed): keep its events replayed
+                continue
+            if every_pool or (window and self.last_seq - first_seq >= window):
                 due.append((pool_id, pool))
             elif (pool.version - snapshot_version) * _SNAPSHOT_SHARE >= _snapshot_size(pool):
                 due.append((pool_id, pool))
@@ -414,8 +414,6 @@ class Shard:
             return
         snapshots = []
         for pool_id, pool in due:
-            if pool is None:
-                continue
             check_pool(pool)
             snapshots.append(
                 StoredSnapshot(
