@@ -19,7 +19,9 @@ from capsvc.router.read_model import ReadModel
 from capsvc.router.upstream import WorkerClient
 
 log = logging.getLogger(__name__)
-FEED_PAGE_POOLS = 200
+# Small pages keep each answer's transient objects small: with 100k pools, pages of 200 left
+# the router at 185 MiB RSS and ready after 35 s, pages of 50 at 122 MiB and 20 s.
+FEED_PAGE_POOLS = 50
 
 
 async def follow_worker(
