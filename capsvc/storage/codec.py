@@ -133,9 +133,8 @@ def decode_event(type_name: str, schema: int, body: str) -> ev.Event:
         raise CodecError(f"cannot decode {type_name} v{schema}: {e}") from e
 
 
-def snapshot_state(pool: Pool) -> dict[str, Any]:
-    """Everything a snapshot holds, as plain data (the shape of a schema 1 snapshot), for
-    comparing two pools: `capsvc verify` compares each snapshot with the replayed pool."""
+def _header(pool: Pool) -> dict[str, Any]:
+    """The pool and its slots: a schema 2 snapshot's first line."""
     return {
         "pool_id": pool.pool_id,
         "kind": pool.kind,
@@ -148,6 +147,14 @@ def snapshot_state(pool: Pool) -> dict[str, Any]:
             [s.slot_id, s.starts_at, s.ends_at, s.capacity, s.reserved, s.open]
             for s in pool.slots.values()
         ],
+    }
+
+
+def snapshot_state(pool: Pool) -> dict[str, Any]:
+    """Everything a snapshot holds, as plain data (the shape of a schema 1 snapshot), for
+    comparing two pools: `capsvc verify` compares each snapshot with the replayed pool."""
+    return {
+        **_header(pool),
         "reservations": [
             [r.reservation_id, r.slot_id, r.units, r.order_ref, r.idempotency_key, r.active]
             for r in pool.reservations.values()
@@ -160,21 +167,7 @@ def encode_snapshot(pool: Pool) -> str:
     """Snapshot schema 2: a header line (the pool and its slots, everything `pool_view` needs)
     and, if the pool ever had a reservation, a second line with its reservations and keys as
     columns. Recovery decodes the header at once and the second line on first use."""
-    header = _dumps(
-        {
-            "pool_id": pool.pool_id,
-            "kind": pool.kind,
-            "region": pool.region,
-            "date": pool.date,
-            "total_capacity": pool.total_capacity,
-            "version": pool.version,
-            "reservation_count": pool.reservation_count,
-            "slots": [
-                [s.slot_id, s.starts_at, s.ends_at, s.capacity, s.reserved, s.open]
-                for s in pool.slots.values()
-            ],
-        }
-    )
+    header = _dumps(_header(pool))
     deferred = pool.deferred
     if isinstance(deferred, _Columns) and not pool.added_while_deferred:
         return f"{header}\n{deferred.text}"  # still as the last snapshot stored them
