@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,6 +102,9 @@ async def build(events: int, directory: Path) -> dict:
     assert events > POOLS + TAIL
     started = time.perf_counter()
     plain, snap = directory / "plain.sqlite3", directory / "snap.sqlite3"
+    for path in (plain, snap):  # files from an older stamp: start from nothing
+        for leftover in (path, *(path.with_name(path.name + x) for x in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
     retention = ShardSettings().retention
     stream = generate(events)
     pools: dict[str, Pool] = {}
@@ -206,10 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("ready")
     r.add_argument("--file", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.command == "build":
-        result = asyncio.run(build(args.events, args.dir))
-    else:
-        result = asyncio.run(ready(args.file))
+    try:
+        if args.command == "build":
+            result = asyncio.run(build(args.events, args.dir))
+        else:
+            result = asyncio.run(ready(args.file))
+    except Exception:  # an open log's thread would keep the process alive: exit, loudly
+        traceback.print_exc()
+        os._exit(1)
     print(json.dumps(result), flush=True)
     os._exit(0)  # skip the drain: the copy is thrown away
 
