@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 import aiohttp
 import pytest
@@ -260,7 +261,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path):
                         acked.append(body["reservation_id"])
 
             async def stopper():
-                await asyncio.sleep(0.5)
+                deadline = time.monotonic() + 20
+                while len(acked) < 20:  # SIGTERM lands while the load is flowing
+                    assert time.monotonic() < deadline, "no load flowed before the drain"
+                    await asyncio.sleep(0.01)
                 svc.process.send_signal(signal.SIGTERM)
 
             await asyncio.gather(stopper(), *(client() for _ in range(10)))
