@@ -12,7 +12,8 @@ so a pool holds references, not copies; the reservation and key maps are made on
 A pool restored from a snapshot may leave its reservations and keys undecoded (`defer`): the
 slot counts are exact at once, and the first use of `reservations` or `keys` decodes them and
 checks them against the slots. A pool whose decoding failed stays failed: every later use
-raises again, so nobody decides against a pool that lost its reservations.
+raises `DeferredStateDamaged` again, so nobody decides against a pool that lost its
+reservations; its shard then rebuilds it from its events (`Shard._rebuild`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ from types import MappingProxyType
 
 _shared = sys.intern
 _NONE: Mapping = MappingProxyType({})
+
+
+class DeferredStateDamaged(Exception):
+    """A pool's undecoded reservations and keys (from a snapshot) do not decode, or disagree
+    with its slots: the snapshot is damaged. Nothing was decided against the pool."""
+
+    def __init__(self, pool_id: str, cause: Exception) -> None:
+        super().__init__(f"the snapshot of pool {pool_id} is damaged: {cause}")
+        self.pool_id = pool_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +244,11 @@ class Pool:
             for reservation, at_ms in deferred.added:
                 self._insert(reservation, at_ms)
             deferred.check(self)
-        except BaseException:
+        except BaseException as e:
             self._deferred = deferred  # stay failed rather than look empty
             self._reservations = self._keys = None
+            if isinstance(e, Exception):  # a decoding error or a failed check alike
+                raise DeferredStateDamaged(self.pool_id, e) from e
             raise
 
     def add_reservation(self, reservation: Reservation, at_ms: int) -> None:

@@ -31,3 +31,7 @@ class ShardObserver(Protocol):
 
     def failed(self, shard: Shard, error: BaseException) -> None:
         """The shard failed closed (damaged, fenced, locked, or its writer crashed)."""
+
+    def rebuilt(self, shard: Shard, pool_id: str) -> None:
+        """A pool's snapshot was damaged: the pool was rebuilt from its events and given a
+        sound snapshot (see `Shard._rebuild`)."""

@@ -8,6 +8,12 @@ Invariants: replay folds events without the per-event check (`evolve(check=False
 event is in, each pool gets the full check (`check_pool`). A pool restored from a schema 2
 snapshot has its reservations checked when they are first decoded (`Pool.defer`): by the
 replay itself if an event of it needed them, else on its first use.
+
+A damaged snapshot: one that does not decode at all fails the shard closed (`ShardCorrupt`), as
+a damaged file does. One whose reservations turn out damaged when an event needs them costs only
+its pool: the pool is rebuilt from all of its events (every event of a pool stays in its shard
+file; only `capsvc archive` removes a whole pool) and named in `Recovered.rebuilt`, so that
+the shard writes it a sound snapshot before it serves.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 
 from capsvc.domain.evolve import evolve
 from capsvc.domain.invariants import check_pool
-from capsvc.domain.pool import KeyRetention, Pool
+from capsvc.domain.pool import DeferredStateDamaged, KeyRetention, Pool
 from capsvc.errors import ShardCorrupt
 from capsvc.storage.codec import CodecError, decode_event, decode_snapshot
 from capsvc.storage.gc_pause import cyclic_gc_paused
@@ -36,6 +42,7 @@ class Recovered:
     unsnapshotted: dict[str, tuple[int, int]]
     replayed_events: int
     seconds: float
+    rebuilt: tuple[str, ...] = ()  # pools rebuilt from all their events: damaged snapshots
 
 
 async def recover_shard(event_log: EventLog, head: LogHead, retention: KeyRetention) -> Recovered:
@@ -54,34 +61,52 @@ async def _recover(event_log: EventLog, head: LogHead, retention: KeyRetention) 
     except CodecError as e:
         raise ShardCorrupt(f"shard snapshot: {e}") from e
     unsnapshotted: dict[str, tuple[int, int]] = {}
+    damaged: dict[str, DeferredStateDamaged] = {}
     replayed = 0
     async for batch in event_log.read_encoded_from(head.checkpoint_seq):
         for seq, pool_id, version, type_name, schema, body in batch:
             pool = pools.get(pool_id)
-            if pool is not None and version <= pool.version:
-                continue  # already inside the snapshot
+            if pool is not None and version <= pool.version or pool_id in damaged:
+                continue  # already inside the snapshot, or rebuilt below
             try:
                 event = decode_event(type_name, schema, body)
             except CodecError as e:
                 raise ShardCorrupt(f"event {seq}: {e}") from e
-            pool = evolve(pool, event, retention, check=False)
+            try:
+                pool = evolve(pool, event, retention, check=False)
+            except DeferredStateDamaged as e:
+                damaged[pool_id] = e
+                continue
             assert pool.version == version, (pool_id, seq)
             pools[pool_id] = pool
             pool_seqs[pool_id] = seq
             if pool_id not in unsnapshotted:
                 unsnapshotted[pool_id] = (seq, version - 1)
             replayed += 1
+    for pool_id, error in damaged.items():
+        log.error("%s; rebuilding it from its events", error, extra={"pool": pool_id})
+        pool, seq = await reload_pool(event_log, pool_id, retention, use_snapshot=False)
+        assert pool is not None  # it had a snapshot, so it has events
+        pools[pool_id], pool_seqs[pool_id] = pool, seq
+        unsnapshotted.pop(pool_id, None)  # the shard snapshots it before it serves
     for pool in pools.values():
         check_pool(pool)
-    return Recovered(pools, pool_seqs, unsnapshotted, replayed, time.perf_counter() - started)
+    return Recovered(
+        pools, pool_seqs, unsnapshotted, replayed, time.perf_counter() - started, tuple(damaged)
+    )
 
 
 async def reload_pool(
-    event_log: EventLog, pool_id: str, retention: KeyRetention, page: int = 5000
+    event_log: EventLog,
+    pool_id: str,
+    retention: KeyRetention,
+    page: int = 5000,
+    use_snapshot: bool = True,
 ) -> tuple[Pool | None, int]:
-    """One pool as the disk holds it (used to undo a batch whose append failed).
-    Returns the pool (None if it has no events) and the seq of its latest event."""
-    snap = await event_log.load_snapshot(pool_id)
+    """One pool as the disk holds it (used to undo a batch whose append failed, and without
+    its snapshot to rebuild a pool whose snapshot is damaged). Returns the pool (None if it
+    has no events) and the seq of its latest event."""
+    snap = await event_log.load_snapshot(pool_id) if use_snapshot else None
     try:
         pool = decode_snapshot(snap.schema, snap.body, retention) if snap else None
     except CodecError as e:
@@ -91,7 +116,11 @@ async def reload_pool(
         after = pool.version if pool else 0
         events = await event_log.pool_events(pool_id, after, page)
         for stored in events:
-            pool = evolve(pool, stored.event, retention)
+            try:
+                pool = evolve(pool, stored.event, retention)
+            except DeferredStateDamaged as e:
+                log.error("%s; rebuilding it from its events", e, extra={"pool": pool_id})
+                return await reload_pool(event_log, pool_id, retention, page, False)
             assert pool.version == stored.pool_version, (pool_id, stored.seq)
             seq = stored.seq
         if len(events) < page:

@@ -29,7 +29,7 @@ from capsvc.domain import commands as cmd
 from capsvc.domain.decide import Decision, decide
 from capsvc.domain.evolve import evolve
 from capsvc.domain.invariants import check_pool
-from capsvc.domain.pool import KeyRetention, Pool
+from capsvc.domain.pool import DeferredStateDamaged, KeyRetention, Pool, Reservation
 from capsvc.domain.rejections import Rejection
 from capsvc.domain.views import pool_view, reservation_view
 from capsvc.errors import CapsvcError, Fenced, Overloaded, ShardCorrupt, ShardUnavailable
@@ -84,11 +84,23 @@ class CommandResult:
 class _Pending:
     __slots__ = ("command", "actor", "future", "queued_at")
 
-    def __init__(self, command: cmd.Command, actor: str | None, future: asyncio.Future) -> None:
+    def __init__(
+        self, command: cmd.Command | None, actor: str | None, future: asyncio.Future
+    ) -> None:
         self.command = command
         self.actor = actor
         self.future = future
         self.queued_at = time.monotonic()
+
+
+class _Rebuild(_Pending):
+    """A reader met a damaged snapshot: asks the writer to rebuild the pool (`Shard._rebuild`)."""
+
+    __slots__ = ("pool_id",)
+
+    def __init__(self, pool_id: str, future: asyncio.Future) -> None:
+        super().__init__(None, None, future)
+        self.pool_id = pool_id
 
 
 _STOP = object()
@@ -114,6 +126,7 @@ class Shard:
         self.pools: dict[str, Pool] = {}
         self.epoch = 0
         self.last_seq = 0
+        self.checkpoint_seq = 0  # as stored: recovery replays the events after it
         self.event_count = 0
         self.replay_seconds = 0.0
         self.replayed_events = 0
@@ -143,11 +156,20 @@ class Shard:
             head = await self.log.open(epoch)
             faults.point("recovery", self.shard_id)  # test-only pause/fail point
             recovered = await recover_shard(self.log, head, self.settings.retention)
+            if recovered.rebuilt:  # sound snapshots now, so that no later start meets the damage
+                await self.log.save_checkpoint(
+                    [
+                        _snapshot(pool_id, recovered.pool_seqs[pool_id], recovered.pools[pool_id])
+                        for pool_id in recovered.rebuilt
+                    ],
+                    head.checkpoint_seq,
+                )
         except CapsvcError as e:
             self._fail(e)
             await self.log.close()
             raise
         self.epoch, self.last_seq, self.event_count = head.epoch, head.last_seq, head.event_count
+        self.checkpoint_seq = head.checkpoint_seq
         self.pools = recovered.pools
         for pool_id, seq in sorted(recovered.pool_seqs.items(), key=lambda kv: kv[1]):
             self._pool_seqs[pool_id] = seq
@@ -160,6 +182,8 @@ class Shard:
         if self.observer is not None:
             clean = head.checkpoint_seq == head.last_seq
             self.observer.recovered(self, recovered.seconds, recovered.replayed_events, clean)
+            for pool_id in recovered.rebuilt:
+                self.observer.rebuilt(self, pool_id)
         log.log(
             logging.INFO if recovered.replayed_events or self.pools else logging.DEBUG,
             "shard recovered",
@@ -265,6 +289,9 @@ class Shard:
                 item.future.set_exception(ShardUnavailable(f"shard {self.shard_id} failed"))
 
     async def _process(self, batch: list[_Pending]) -> None:
+        """Decide, apply and commit one batch. A pool whose snapshot turns out damaged is
+        decoded before anything is decided against it; its commands wait while the pool is
+        rebuilt from its events after the batch's commit, and are then decided."""
         if not self.may_append():
             # Ownership is unconfirmed (ZooKeeper unreachable): decide nothing, answer
             # "not applied" so that the router may send the commands to a confirmed owner.
@@ -280,15 +307,33 @@ class Shard:
         touched: set[str] = set()
         seq = self.last_seq
         stale_before = time.monotonic() - self.settings.queue_wait_max_s
+        damaged: dict[str, DeferredStateDamaged] = {}
+        later: list[_Pending] = []  # commands and rebuild requests for after the commit
         for item in batch:
+            if item.command is None:  # a rebuild request (`read_reservation`)
+                later.append(item)
+                continue
             if item.future.done():  # the caller gave up before we started: do not apply
                 continue
             if item.queued_at < stale_before:  # shed: deciding it late helps nobody
-                _fail(item.future, Overloaded(
-                    f"shard {self.shard_id} is overloaded; try again shortly"))
+                _fail(
+                    item.future,
+                    Overloaded(f"shard {self.shard_id} is overloaded; try again shortly"),
+                )
                 continue
             pool_id = item.command.pool_id
+            if damaged and pool_id in damaged:
+                later.append(item)
+                continue
             pool = self.pools.get(pool_id)
+            if pool is not None and pool.deferred is not None:
+                # decode now: a damaged snapshot must fail before anything changes
+                try:
+                    pool.reservations  # noqa: B018
+                except DeferredStateDamaged as e:
+                    damaged[pool_id] = e
+                    later.append(item)
+                    continue
             decision = decide(pool, item.command, self.settings.slots_max)
             if faults.active("no_capacity_check"):  # a deliberately broken test build
                 decision = faults.ignore_capacity(
@@ -309,6 +354,63 @@ class Shard:
         else:
             for item, result in answers:
                 _resolve(item.future, result)
+        if later:
+            await self._after_batch(damaged, later)
+
+    async def _after_batch(
+        self, damaged: dict[str, DeferredStateDamaged], later: list[_Pending]
+    ) -> None:
+        commands = [item for item in later if item.command is not None]
+        for item in later:
+            if isinstance(item, _Rebuild) and item.pool_id not in damaged:
+                pool = self.pools.get(item.pool_id)
+                try:
+                    if pool is not None and pool.deferred is not None:
+                        pool.reservations  # noqa: B018
+                except DeferredStateDamaged as e:
+                    damaged[item.pool_id] = e
+        try:
+            for pool_id, error in damaged.items():
+                await self._rebuild(pool_id, error)
+        except CapsvcError as e:
+            self._fail(e)
+            for item in later:
+                _fail(item.future, ShardUnavailable(f"shard {self.shard_id} failed"))
+            return
+        for item in later:
+            if item.command is None:
+                _resolve(item.future, None)
+        if commands:  # their pools are rebuilt now: no longer deferred, so this ends here
+            await self._process(commands)
+
+    async def _rebuild(self, pool_id: str, error: DeferredStateDamaged) -> None:
+        """A pool's snapshot is damaged: rebuild the pool from all its events and store a sound
+        snapshot at once. Runs in the writer, between commits. Events that break the pool's
+        invariants are a damaged file: the shard fails closed."""
+        log.error("%s; rebuilding it from its events", error, extra={"shard": self.shard_id})
+        try:
+            pool, seq = await reload_pool(
+                self.log, pool_id, self.settings.retention, use_snapshot=False
+            )
+            if pool is None:
+                raise ShardCorrupt(f"pool {pool_id} has a snapshot but no events")
+            check_pool(pool)
+        except AssertionError as e:
+            raise ShardCorrupt(f"the events of pool {pool_id} break its invariants: {e}") from e
+        was = self.pools.get(pool_id)
+        if was is not None and was.version != pool.version:
+            log.error(
+                "pool %s: its damaged snapshot said version %d, its events say %d",
+                pool_id,
+                was.version,
+                pool.version,
+                extra={"shard": self.shard_id},
+            )
+        await self.log.save_checkpoint([_snapshot(pool_id, seq, pool)], self.checkpoint_seq)
+        self.pools[pool_id] = pool
+        self._unsnapshotted.pop(pool_id, None)  # the new snapshot holds all its events
+        if self.observer is not None:
+            self.observer.rebuilt(self, pool_id)
 
     async def _commit(
         self,
@@ -415,19 +517,15 @@ class Shard:
         snapshots = []
         for pool_id, pool in due:
             check_pool(pool)
-            snapshots.append(
-                StoredSnapshot(
-                    pool_id,
-                    self._pool_seqs.get(pool_id, 0),
-                    pool.version,
-                    SNAPSHOT_SCHEMA,
-                    encode_snapshot(pool),
-                )
-            )
-        done = {pool_id for pool_id, _ in due}
+            try:
+                snapshots.append(_snapshot(pool_id, self._pool_seqs.get(pool_id, 0), pool))
+            except DeferredStateDamaged as e:
+                await self._rebuild(pool_id, e)  # which stores its snapshot
+        done = {s.pool_id for s in snapshots}
         rest = (seq for pool_id, (seq, _) in pending.items() if pool_id not in done)
         checkpoint_seq = next(rest, self.last_seq + 1) - 1
         await self.log.save_checkpoint(snapshots, checkpoint_seq)
+        self.checkpoint_seq = checkpoint_seq
         for pool_id in done:
             del pending[pool_id]
         self._events_since_checkpoint = 0
@@ -447,6 +545,28 @@ class Shard:
         if self.state not in (ShardState.READY, ShardState.DRAINING):
             self.check_ready()
         return self.pools.get(pool_id)
+
+    async def read_reservation(
+        self, pool_id: str, reservation_id: str
+    ) -> tuple[Pool | None, Reservation | None]:
+        """A reservation as committed, with its pool (read-your-writes, as `read_pool`). If the
+        pool's snapshot turns out damaged, the writer rebuilds the pool first."""
+        pool = await self.read_pool(pool_id)
+        if pool is None:
+            return None, None
+        try:
+            return pool, pool.reservations.get(reservation_id)
+        except DeferredStateDamaged:
+            pass
+        self.check_ready()
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Rebuild(pool_id, future))
+        except asyncio.QueueFull:
+            raise Overloaded(f"shard {self.shard_id} is overloaded; try again shortly") from None
+        await future
+        pool = await self.read_pool(pool_id)
+        return pool, pool.reservations.get(reservation_id) if pool is not None else None
 
     def changes_since(self, seq: int, limit: int) -> tuple[list[str], int]:
         """Pools changed after `seq`, oldest change first, at most `limit` of them, and the
@@ -472,6 +592,10 @@ _SNAPSHOT_SHARE = 4
 
 def _snapshot_size(pool: Pool) -> int:
     return len(pool.slots) + pool.reservation_count
+
+
+def _snapshot(pool_id: str, seq: int, pool: Pool) -> StoredSnapshot:
+    return StoredSnapshot(pool_id, seq, pool.version, SNAPSHOT_SCHEMA, encode_snapshot(pool))
 
 
 def _default_on_crash(error: BaseException) -> None:

@@ -170,8 +170,7 @@ async def get_pool(request: web.Request) -> web.Response:
 
 async def get_reservation(request: web.Request) -> web.Response:
     pool_id, reservation_id = parsing.path_reservation(request)
-    pool = await _shard(request, pool_id).read_pool(pool_id)
-    reservation = pool.reservations.get(reservation_id) if pool is not None else None
+    pool, reservation = await _shard(request, pool_id).read_reservation(pool_id, reservation_id)
     if reservation is None:
         return problem(rj.RESERVATION_NOT_FOUND, f"no reservation {reservation_id}")
     return _json(reservation_view(pool, reservation))

@@ -212,7 +212,13 @@ class WorkerFront(LeanFront):
     async def _read(self, request: LeanRequest, shard: Shard) -> None:
         """Reads wait for a commit in flight on their pool: read-your-writes."""
         try:
-            pool = await shard.read_pool(request_pool(request))
+            if request.route == "get_pool":
+                pool, reservation = await shard.read_pool(request_pool(request)), None
+            else:
+                pool, reservation = await shard.read_reservation(
+                    request_pool(request),
+                    request.target,  # type: ignore[arg-type]
+                )
         except CapsvcError as e:
             self._error(request, e)
             return
@@ -225,8 +231,7 @@ class WorkerFront(LeanFront):
             else:
                 self._json(request, 200, pool_view(pool))
             return
-        reservation = pool.reservations.get(request.target) if pool is not None else None
-        if reservation is None:
+        if reservation is None or pool is None:
             self._problem(request, rj.RESERVATION_NOT_FOUND, f"no reservation {request.target}")
         else:
             self._json(request, 200, reservation_view(pool, reservation))

@@ -7,7 +7,8 @@ of the host. Names never clash with the router's own (`capsvc_http_*`, `capsvc_s
 What is counted where:
 - requests and latency per route and outcome status: the `observe` middleware (ops_routes.py),
   and for the hot routes the lean front (`WorkerFront._observe`, fastpath.py), alike;
-- group commits, recoveries, handoffs, failovers, shard failures: `Shard.observer` (this class);
+- group commits, recoveries, handoffs, failovers, shard failures, pools rebuilt from damaged
+  snapshots: `Shard.observer` (this class);
 - idempotent replays and `capacity_exhausted` per pool kind: the same two, from the reserve
   route's answer;
 - ZooKeeper connection state changes: `zookeeper_state`, registered with `Zk.on_state`.
@@ -96,6 +97,12 @@ class WorkerMetrics:
             ["shard", "code"],
             registry=r,
         )
+        self.rebuilds = Counter(
+            "capsvc_pool_rebuilds",
+            "Pools rebuilt from their events because their snapshot was damaged",
+            ["shard"],
+            registry=r,
+        )
         self.replays = Counter(
             "capsvc_idempotent_replays",
             "Reservations answered as idempotent replays, by pool kind",
@@ -139,6 +146,9 @@ class WorkerMetrics:
     def failed(self, shard: Shard, error: BaseException) -> None:
         code = getattr(error, "code", type(error).__name__)
         self.shard_failures.labels(str(shard.shard_id), code).inc()
+
+    def rebuilt(self, shard: Shard, pool_id: str) -> None:
+        self.rebuilds.labels(str(shard.shard_id)).inc()
 
     # -- ZooKeeper ------------------------------------------------------------------------------
     def zookeeper_state(self, state: str) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import subprocess
 
 import pytest
 
+from capsvc.cli import main as capsvc_main
+from capsvc.sharding import shard_for_pool
 from tests.integration.harness import Service, wait_for
 
 pytestmark = pytest.mark.integration
@@ -122,3 +125,52 @@ def test_a_damaged_shard_file_fails_closed_and_other_shards_serve(tmp_path):
         assert "exited with" not in svc.log_text()  # no crash loop
     finally:
         assert svc.stop() == 0
+
+
+def test_a_damaged_snapshot_costs_its_pool_one_rebuild_and_nothing_else(tmp_path, capsys):
+    """Fault: the reservations in one pool's snapshot are cut short while the service is down
+    (the snapshot still parses up to its reservations, so the shard opens).
+    Property: reads and idempotent replays answer exactly as before and new reservations are
+    taken; the pool is rebuilt from its events once (`capsvc_pool_rebuilds_total`), its
+    snapshot is sound again (`capsvc verify` passes), and no process restarts."""
+    svc = Service(tmp_path / "data", workers=1, shard_count=2).start()
+    assert svc.define_pool("dmg-1", [("s", 50)])[0] == 201
+    made = {}
+    for i in range(5):
+        status, body, _ = svc.request("POST", "/v1/pools/dmg-1/reservations",
+                                      {"slot_id": "s", "order_ref": f"o{i}"},
+                                      {"Idempotency-Key": f"k{i}"})
+        assert status == 201
+        made[f"k{i}"] = body
+    assert svc.request("DELETE", f"/v1/reservations/{made['k1']['reservation_id']}")[0] == 200
+    seen = {k: svc.get(f"/v1/reservations/{b['reservation_id']}") for k, b in made.items()}
+    pool_before = svc.get("/v1/pools/dmg-1")
+    assert svc.stop() == 0  # a drain: every pool gets its snapshot
+    victim = tmp_path / "data" / "shards" / f"{shard_for_pool('dmg-1', 2):03d}.sqlite3"
+    db = sqlite3.connect(victim)
+    (body,) = db.execute("SELECT body FROM snapshots WHERE pool_id = 'dmg-1'").fetchone()
+    header, columns = body.split("\n")
+    db.execute("UPDATE snapshots SET body = ? WHERE pool_id = 'dmg-1'", (f"{header}\n{columns[:-7]}",))
+    db.commit()
+    db.close()
+
+    svc.start()
+    pids = svc.child_pids()
+    assert svc.get("/v1/pools/dmg-1") == pool_before  # the header alone answers this
+    for key, body in made.items():
+        assert svc.get(f"/v1/reservations/{body['reservation_id']}") == seen[key]
+    status, again, headers = svc.request("POST", "/v1/pools/dmg-1/reservations",
+                                         {"slot_id": "s", "order_ref": "o0"},
+                                         {"Idempotency-Key": "k0"})
+    assert (status, again, headers.get("Idempotent-Replayed")) == (201, made["k0"], "true")
+    status, fresh, _ = svc.request("POST", "/v1/pools/dmg-1/reservations", {"slot_id": "s"})
+    assert status == 201 and fresh["reservation_id"] not in {b["reservation_id"] for b in made.values()}
+    assert svc.get("/v1/pools/dmg-1")[1]["total_reserved"] == pool_before[1]["total_reserved"] + 1
+    status, text, _ = svc.request("GET", "/metrics")
+    rebuilds = [line for line in text.splitlines() if line.startswith("capsvc_pool_rebuilds_total")]
+    assert len(rebuilds) == 1 and rebuilds[0].endswith(" 1.0"), rebuilds
+    assert svc.child_pids() == pids and "exited with" not in svc.log_text()
+    assert svc.stop() == 0
+    code = capsvc_main(["verify", "--config", str(svc.config_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
