@@ -172,22 +172,84 @@ class LeanFront:
         """Stop: idle connections close now, busy ones after their answers (which say
         `Connection: close`), all of them at the deadline."""
         self.draining = True
-        deadline = time.monotonic() + timeout_s
-        while self.connections and time.monotonic() < deadline:
-            for conn in list(self.connections):
-                conn.close_if_idle()
-            if self.connections:
-                await asyncio.sleep(0.02)
-        for conn in list(self.connections):
-            conn.close_now()
+        await close_connections(self.connections, timeout_s)
         self.relay.close()
 
 
-class LeanProtocol(asyncio.Protocol):
+async def close_connections(connections: set, timeout_s: float) -> None:
+    """A front's drain: idle connections close now, busy ones once they are idle (their
+    last answer says `Connection: close`), all of them at the deadline. Each connection has
+    `close_if_idle` and `close_now`, and leaves `connections` when it closes."""
+    deadline = time.monotonic() + timeout_s
+    while connections and time.monotonic() < deadline:
+        for conn in list(connections):
+            conn.close_if_idle()
+        if connections:
+            await asyncio.sleep(0.02)
+    for conn in list(connections):
+        conn.close_now()
+
+
+class RequestCollector:
+    """The httptools callbacks that collect one request (URL, headers, body) within the size
+    limits; shared by the worker's `LeanProtocol` and the router's front protocol. A subclass
+    says when input is ignored (`_ignoring`: after a refusal, say) and answers a request over
+    a limit (`_refuse`, `_too_large`)."""
+
+    body_max: int
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._route: str | None = None
+        self._target: str | None = None
+
+    def _ignoring(self) -> bool:
+        raise NotImplementedError
+
+    def _refuse(self, code: str, detail: str) -> None:
+        """Answer a problem (malformed or oversized HTTP) and stop reading."""
+        raise NotImplementedError
+
+    def _too_large(self) -> None:
+        raise NotImplementedError
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > FIELD_MAX_BYTES and not self._ignoring():
+            self._refuse("uri_too_long", f"the request target is over {FIELD_MAX_BYTES} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._ignoring():
+            return
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > HEADERS_MAX_BYTES or len(value) > FIELD_MAX_BYTES:
+            self._refuse(
+                "headers_too_large",
+                f"a header is over {FIELD_MAX_BYTES} bytes or all of them over {HEADERS_MAX_BYTES}",
+            )
+            return
+        self._headers.setdefault(name.lower(), value)  # the first one wins, as in aiohttp
+
+    def on_body(self, body: bytes) -> None:
+        if self._ignoring():
+            return
+        self._body_bytes += len(body)
+        if self._body_bytes > self.body_max:
+            self._too_large()
+            return
+        self._body.append(body)
+
+
+class LeanProtocol(RequestCollector, asyncio.Protocol):
     """One client connection."""
 
     def __init__(self, front: LeanFront) -> None:
         self.front = front
+        self.body_max = front.body_max
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -199,14 +261,8 @@ class LeanProtocol(asyncio.Protocol):
         self._in_message = False
         self._reset()
 
-    def _reset(self) -> None:
-        self._url = b""
-        self._headers: dict[bytes, bytes] = {}
-        self._header_bytes = 0
-        self._body: list[bytes] = []
-        self._body_bytes = 0
-        self._route: str | None = None
-        self._target: str | None = None
+    def _ignoring(self) -> bool:
+        return self._done
 
     # -- timers: one handle per connection, moved lazily ----------------------------------
     def _arm(self, seconds: float) -> None:
@@ -265,23 +321,6 @@ class LeanProtocol(asyncio.Protocol):
         self._in_message = True
         self._arm(self.front.header_timeout_s)
 
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > FIELD_MAX_BYTES and not self._done:
-            self._refuse("uri_too_long", f"the request target is over {FIELD_MAX_BYTES} bytes")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._done:
-            return
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > HEADERS_MAX_BYTES or len(value) > FIELD_MAX_BYTES:
-            self._refuse(
-                "headers_too_large",
-                f"a header is over {FIELD_MAX_BYTES} bytes or all of them over {HEADERS_MAX_BYTES}",
-            )
-            return
-        self._headers.setdefault(name.lower(), value)  # the first one wins, as in aiohttp
-
     def on_headers_complete(self) -> None:
         if self._done:
             return
@@ -296,15 +335,6 @@ class LeanProtocol(asyncio.Protocol):
             and self.transport is not None
         ):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes) -> None:
-        if self._done:
-            return
-        self._body_bytes += len(body)
-        if self._body_bytes > self.front.body_max:
-            self._too_large()
-            return
-        self._body.append(body)
 
     def on_message_complete(self) -> None:
         self._in_message = False

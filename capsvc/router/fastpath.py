@@ -11,10 +11,12 @@ is served by the router's aiohttp app, and its behaviour is the same either way:
 - a later non-hot request on a hot connection is relayed, byte for byte and streaming, to the
   aiohttp app's Unix socket, and that connection is then closed.
 
-Limits: a request (headers and body) must arrive within `limits.header_timeout_ms` and stay under `HEADERS_MAX_BYTES`
-(slow or endless headers close the connection), bodies over `body_max_bytes` answer 413,
-idle keep-alive connections close after `KEEPALIVE_S`, pipelined requests are answered in
-order with reading paused while too many wait.
+Limits: a request (headers and body) must arrive within `limits.header_timeout_ms`; the
+request line and headers are bounded as in the worker's front (`capsvc.http.lean`, whose
+`RequestCollector` this front shares: 414 and 431 as problems), bodies over `body_max_bytes`
+answer 413, slow or endless headers close the connection, idle keep-alive connections close
+after `KEEPALIVE_S`, pipelined requests are answered in order with reading paused while too
+many wait.
 """
 
 from __future__ import annotations
@@ -34,14 +36,13 @@ import httptools
 
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.errors import CapsvcError, UpstreamUnavailable
+from capsvc.http.lean import RequestCollector, close_connections
 from capsvc.http.parsing import is_date
 from capsvc.http.problems import PROBLEMS
 from capsvc.router.rawclient import NotSent, RawResponse
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 75.0
-HEADERS_MAX_BYTES = 16 * 1024
-FIELD_MAX_BYTES = 8190  # aiohttp's own limit: refuse here, with a problem, before it would
 PIPELINE_MAX = 16
 GRID_QUERIES_MAX = 4096
 FORWARD_REQUEST = (b"content-type", b"idempotency-key")
@@ -130,14 +131,7 @@ class FastPath:
         """Stop: idle connections close now, busy ones after their current answer (which
         says `Connection: close`), all of them at the deadline."""
         self.draining = True
-        deadline = time.monotonic() + timeout_s
-        while self.connections and time.monotonic() < deadline:
-            for conn in list(self.connections):
-                conn.close_if_idle()
-            if self.connections:
-                await asyncio.sleep(0.02)
-        for conn in list(self.connections):
-            conn.close_now()
+        await close_connections(self.connections, timeout_s)
 
     def request_id(self, request: Request) -> bytes:
         given = request.headers.get(b"x-request-id")
@@ -302,11 +296,12 @@ def valid_target(route: str, target: str | None, url: bytes) -> bool:
     return availability_query(url.partition(b"?")[2]) is not None
 
 
-class FrontProtocol(asyncio.Protocol):
+class FrontProtocol(RequestCollector, asyncio.Protocol):
     """One client connection on the public port."""
 
     def __init__(self, fast: FastPath) -> None:
         self.fast = fast
+        self.body_max = fast.body_max
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -318,14 +313,14 @@ class FrontProtocol(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
-        self._url = b""
-        self._headers: dict[bytes, bytes] = {}
-        self._header_bytes = 0
-        self._body: list[bytes] = []
-        self._body_bytes = 0
-        self._route: str | None = None
-        self._target: str | None = None
+        super()._reset()
         self._refused = False
+
+    def _ignoring(self) -> bool:
+        return self._refused or self._handover
+
+    def _too_large(self) -> None:
+        self._refuse("body_too_large", "the request body is larger than the limit")
 
     def _arm(self, seconds: float) -> None:
         if self._timer is not None:
@@ -367,7 +362,7 @@ class FrontProtocol(asyncio.Protocol):
             self._handover = True
         except httptools.HttpParserError:
             if not self._handover:
-                self._refuse(400, "malformed_json", "the request is not valid HTTP/1.1")
+                self._refuse("malformed_json", "the request is not valid HTTP/1.1")
                 return
         if self._handover:
             self._hand_to_aiohttp()
@@ -376,22 +371,6 @@ class FrontProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._reset()
         self._arm(self.fast.header_timeout_s)
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > FIELD_MAX_BYTES and not self._refused:
-            self._refuse(414, "uri_too_long", f"the request target is over {FIELD_MAX_BYTES} bytes")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._refused:
-            return
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > HEADERS_MAX_BYTES or len(value) > FIELD_MAX_BYTES:
-            self._refuse(431, "headers_too_large",
-                         f"a header is over {FIELD_MAX_BYTES} bytes or all of them over "
-                         f"{HEADERS_MAX_BYTES}")
-            return
-        self._headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
         if self._refused or self._handover:
@@ -406,19 +385,10 @@ class FrontProtocol(asyncio.Protocol):
             return
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.fast.body_max:
-            self._refuse(413, "body_too_large", "the request body is larger than the limit")
+            self._too_large()
             return
         if self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes) -> None:
-        if self._refused or self._handover:
-            return
-        self._body_bytes += len(body)
-        if self._body_bytes > self.fast.body_max:
-            self._refuse(413, "body_too_large", "the request body is larger than the limit")
-            return
-        self._body.append(body)
 
     def on_message_complete(self) -> None:
         if self._refused or self._handover:
@@ -463,15 +433,11 @@ class FrontProtocol(asyncio.Protocol):
         finally:
             self._serving = None
 
-    def _refuse(self, status: int, code: str | None, detail: str) -> None:
+    def _refuse(self, code: str, detail: str) -> None:
         self._refused = True
         if self.transport is None:
             return
-        if code is None:
-            data = http_response(status, [(b"Content-Type", b"text/plain")],
-                                 detail.encode(), keep_alive=False)
-        else:
-            _, data = problem_response(code, detail, b"-", keep_alive=False)
+        _, data = problem_response(code, detail, b"-", keep_alive=False)
         self.transport.write(data)
         self.transport.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from typing import Any, NamedTuple
 
 import pytest
@@ -188,3 +189,31 @@ def test_file_names_never_derive_from_request_data(service):
     assert names, "the premise failed: no files"
     assert [n for n in names if not ALLOWED.match(n)] == []
     assert not [n for n in names for pool_id in ODD_IDS if pool_id in n]
+
+
+def test_a_repeated_header_counts_once_and_the_first_one_wins(service):
+    """Two Idempotency-Key headers on one reservation: the router's front takes the first, as
+    aiohttp (and so every other route) does; the second key was never used."""
+    body = json.dumps({"slot_id": SLOT}).encode()
+    head = (f"POST /v1/pools/{POOL}/reservations HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nIdempotency-Key: dup-first\r\n"
+            f"Idempotency-Key: dup-second\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as conn:
+        conn.sendall(head + body)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"201", answer
+    made = json.loads(rest.partition(b"\r\n\r\n")[2])
+    first = service.request("POST", f"/v1/pools/{POOL}/reservations", {"slot_id": SLOT},
+                            {"Idempotency-Key": "dup-first"})
+    assert first[0] == 201 and first[2].get("Idempotent-Replayed") == "true"
+    assert first[1]["reservation_id"] == made["reservation_id"]
+    second = service.request("POST", f"/v1/pools/{POOL}/reservations", {"slot_id": SLOT},
+                             {"Idempotency-Key": "dup-second"})
+    assert second[0] == 201 and "Idempotent-Replayed" not in second[2]
+    for reservation in (made, second[1]):  # leave the pool's capacity as it was
+        path = f"/v1/reservations/{reservation['reservation_id']}"
+        assert service.request("DELETE", path)[0] == 200
