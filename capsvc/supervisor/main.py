@@ -166,6 +166,12 @@ class Supervisor:
         background = self.lifecycle.start(lambda: self.children)
         background.append(asyncio.create_task(self._reload_loop(), name="reload"))
         await stop.wait()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Stopping already: a repeated signal must change nothing. Left to the loop, the
+            # handler would fall back to the default (death) when the loop closes, and a
+            # SIGTERM in that last moment turned a clean exit 0 into -15.
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -4,8 +4,10 @@ with real SQLite files. Each test states the behaviour a client relies on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import time
 
 import aiohttp
@@ -303,6 +305,28 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path):
         status, cluster = svc.admin("GET", "/v1/admin/cluster")
         replayed = sum(s["replayed_events"] for s in cluster["shards"])
         assert replayed == 0, "a clean stop checkpoints every pool"
+    finally:
+        assert svc.stop() == 0
+
+
+def test_sigterms_repeated_until_the_end_change_nothing_and_the_exit_is_zero(tmp_path):
+    """An impatient operator (or a second SIGTERM from a script) while the host stops: every
+    repeat is ignored, to the very last moment of the process, and the exit stays clean."""
+    svc = Service(tmp_path / "data", workers=1, shard_count=2).start()
+    svc.define_pool("term-1", [("s", 5)])
+    assert svc.request("POST", "/v1/pools/term-1/reservations", {"slot_id": "s"})[0] == 201
+    deadline = time.monotonic() + 30
+    signals = 0
+    while svc.process.poll() is None:
+        assert time.monotonic() < deadline, "the supervisor did not stop"
+        svc.process.send_signal(signal.SIGTERM)
+        signals += 1
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            svc.process.wait(0.002)  # the pace of the repeats, not a wait for a condition
+    assert signals > 10 and svc.stop() == 0
+    svc.start()
+    try:
+        assert svc.get("/v1/pools/term-1")[1]["total_reserved"] == 1
     finally:
         assert svc.stop() == 0
 
