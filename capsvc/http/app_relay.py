@@ -18,7 +18,7 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
-import httptools
+from capsvc.http.answer_reader import Answer, AnswerReader
 
 IDLE_CLOSE_S = 30.0  # well below aiohttp's keep-alive timeout: we close idle ones first
 IDLE_MAX = 64
@@ -26,13 +26,6 @@ IDLE_MAX = 64
 
 class RelayFailed(Exception):
     """The app closed the connection or sent something unparseable before answering whole."""
-
-
-class AppAnswer:
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
 
 
 class MemoryTransport(asyncio.Transport):
@@ -80,17 +73,11 @@ class MemoryTransport(asyncio.Transport):
         return False
 
 
-class _AppConnection:
+class _AppConnection(AnswerReader):
     """Our end: parses what the app writes into the answer `waiter` waits for."""
 
     def __init__(self, app_protocol: asyncio.Protocol) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future | None = None
-        self.head_only = False
-        self.closed = False
-        self.idle_since = 0.0
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
+        super().__init__()
         self.app = app_protocol
         self.transport = MemoryTransport(self._received, self._app_closed)
         app_protocol.connection_made(self.transport)
@@ -99,50 +86,17 @@ class _AppConnection:
         self.app.data_received(data)
 
     def _received(self, data: bytes) -> None:
-        if self.closed:
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
-            self._finish(RelayFailed(f"the app sent a malformed answer: {e}"))
-            self.close()
+        if not self.closed:
+            self.feed(data)
 
     def _app_closed(self) -> None:
         self.closed = True
-        self._finish(RelayFailed("the app closed the connection before answering"))
+        self.finish(RelayFailed("the app closed the connection before answering"))
         # As a real transport would: tell the app's protocol after the current callback.
         asyncio.get_running_loop().call_soon(self.app.connection_lost, None)
 
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        if self.head_only:  # an answer to HEAD announces a body it does not send
-            self._complete(keep=False)
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if not self.closed:
-            self._complete(self.parser.should_keep_alive())
-
-    def _complete(self, keep: bool) -> None:
-        answer = AppAnswer(self.parser.get_status_code(), self._headers, b"".join(self._body))
-        self._headers, self._body = [], []
-        self._finish(answer)
-        if not keep:
-            self.close()
-
-    def _finish(self, result: AppAnswer | BaseException) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is None or waiter.done():
-            return
-        if isinstance(result, BaseException):
-            waiter.set_exception(result)
-        else:
-            waiter.set_result(result)
+    def malformed(self, error: Exception) -> Exception:
+        return RelayFailed(f"the app sent a malformed answer: {error}")
 
     def close(self) -> None:
         if not self.closed:
@@ -155,7 +109,7 @@ class AppRelay:
         self._app_protocol = app_protocol
         self._idle: collections.deque[_AppConnection] = collections.deque()
 
-    async def send(self, data: bytes, head_only: bool = False) -> AppAnswer:
+    async def send(self, data: bytes, head_only: bool = False) -> Answer:
         """Send one whole request (`data`, with Content-Length framing) and return the answer.
         Raises RelayFailed when the app could not answer."""
         loop = asyncio.get_running_loop()

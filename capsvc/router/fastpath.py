@@ -36,10 +36,11 @@ import httptools
 
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.errors import CapsvcError, UpstreamUnavailable
+from capsvc.http.answer_reader import Answer
 from capsvc.http.lean import RequestCollector, close_connections
 from capsvc.http.parsing import is_date
 from capsvc.http.problems import PROBLEMS
-from capsvc.router.rawclient import NotSent, RawResponse
+from capsvc.router.rawclient import NotSent
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 75.0
@@ -187,7 +188,7 @@ class FastPath:
         return response.status, http_response(response.status, headers, response.body,
                                               request.keep_alive)
 
-    async def _forward(self, pool_id: str, request: Request, data: bytes) -> RawResponse:
+    async def _forward(self, pool_id: str, request: Request, data: bytes) -> Answer:
         """Same promises as the aiohttp path's `_forward`: requests that were never applied
         (owner missing, unreachable, or answering "not applied") are resent within the
         buffer time in a cluster; in the embedded mode a restarting worker is waited for."""

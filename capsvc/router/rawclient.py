@@ -14,9 +14,8 @@ import collections
 import contextlib
 import ssl
 
-import httptools
-
 from capsvc.errors import Overloaded, UpstreamTimeout, UpstreamUnavailable
+from capsvc.http.answer_reader import Answer, AnswerReader
 
 IDLE_CLOSE_S = 30.0  # below the workers' keep-alive timeout: we close idle connections first
 
@@ -25,73 +24,28 @@ class NotSent(UpstreamUnavailable):
     """The worker could not be reached at all: nothing was sent, nothing applied."""
 
 
-class RawResponse:
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
-
-class _Connection(asyncio.Protocol):
+class _Connection(AnswerReader, asyncio.Protocol):
     def __init__(self) -> None:
+        super().__init__()
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
-        self._received = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self._received = True
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
-            self._finish(UpstreamUnavailable(f"worker sent a malformed response: {e}"))
-            self.close()
+        self.feed(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            if self._received:
-                self._finish(UpstreamUnavailable("worker closed the connection mid-response"))
+            if self.received:
+                self.finish(UpstreamUnavailable("worker closed the connection mid-response"))
             else:
-                self._finish(_Lost())
+                self.finish(_Lost())
 
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        response = RawResponse(self.parser.get_status_code(), self._headers, b"".join(self._body))
-        keep = self.parser.should_keep_alive()
-        self._headers, self._body, self._received = [], [], False
-        self._finish(response)
-        if not keep:
-            self.close()
-
-    def _finish(self, result: object) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is None or waiter.done():
-            return
-        if isinstance(result, BaseException):
-            waiter.set_exception(result)
-        else:
-            waiter.set_result(result)
+    def malformed(self, error: Exception) -> Exception:
+        return UpstreamUnavailable(f"worker sent a malformed response: {error}")
 
     def close(self) -> None:
         self.closed = True
@@ -146,7 +100,7 @@ class RawPool:
             return conn
         return None
 
-    async def request(self, data: bytes, timeout_s: float, idempotent: bool) -> RawResponse:
+    async def request(self, data: bytes, timeout_s: float, idempotent: bool) -> Answer:
         """Send one request (already serialised) and return the response.
 
         Raises NotSent when nothing reached the worker, UpstreamTimeout/UpstreamUnavailable
@@ -174,7 +128,7 @@ class RawPool:
         finally:
             self._waiting -= 1
 
-    async def _request(self, data: bytes, timeout_s: float, idempotent: bool) -> RawResponse:
+    async def _request(self, data: bytes, timeout_s: float, idempotent: bool) -> Answer:
         conn = self._take_idle()
         reused = conn is not None
         if conn is None:
@@ -192,7 +146,7 @@ class RawPool:
                 f"worker {self.name} closed the connection; the outcome is unknown: "
                 "retry with the same Idempotency-Key") from None
 
-    async def _exchange(self, conn: _Connection, data: bytes, timeout_s: float) -> RawResponse:
+    async def _exchange(self, conn: _Connection, data: bytes, timeout_s: float) -> Answer:
         loop = asyncio.get_running_loop()
         conn.waiter = loop.create_future()
         assert conn.transport is not None
