@@ -84,16 +84,31 @@ async def _recover(event_log: EventLog, head: LogHead, retention: KeyRetention) 
                 unsnapshotted[pool_id] = (seq, version - 1)
             replayed += 1
     for pool_id, error in damaged.items():
-        log.error("%s; rebuilding it from its events", error, extra={"pool": pool_id})
-        pool, seq = await reload_pool(event_log, pool_id, retention, use_snapshot=False)
-        assert pool is not None  # it had a snapshot, so it has events
-        pools[pool_id], pool_seqs[pool_id] = pool, seq
+        pools[pool_id], pool_seqs[pool_id] = await rebuild_pool(event_log, error, retention)
         unsnapshotted.pop(pool_id, None)  # the shard snapshots it before it serves
     for pool in pools.values():
         check_pool(pool)
     return Recovered(
         pools, pool_seqs, unsnapshotted, replayed, time.perf_counter() - started, tuple(damaged)
     )
+
+
+async def rebuild_pool(
+    event_log: EventLog, damage: DeferredStateDamaged, retention: KeyRetention
+) -> tuple[Pool, int]:
+    """A pool whose snapshot is damaged, rebuilt from all its events, and the seq of its
+    latest event. Events that cannot rebuild it (none, or breaking its invariants) are a
+    damaged file: ShardCorrupt, so that the shard fails closed."""
+    pool_id = damage.pool_id
+    log.error("%s; rebuilding it from its events", damage, extra={"pool": pool_id})
+    try:
+        pool, seq = await reload_pool(event_log, pool_id, retention, use_snapshot=False)
+        if pool is None:
+            raise ShardCorrupt(f"pool {pool_id} has a snapshot but no events")
+        check_pool(pool)
+    except AssertionError as e:
+        raise ShardCorrupt(f"the events of pool {pool_id} break its invariants: {e}") from e
+    return pool, seq
 
 
 async def reload_pool(
@@ -104,8 +119,8 @@ async def reload_pool(
     use_snapshot: bool = True,
 ) -> tuple[Pool | None, int]:
     """One pool as the disk holds it (used to undo a batch whose append failed, and without
-    its snapshot to rebuild a pool whose snapshot is damaged). Returns the pool (None if it
-    has no events) and the seq of its latest event."""
+    its snapshot by `rebuild_pool`). Returns the pool (None if it has no events) and the seq
+    of its latest event."""
     snap = await event_log.load_snapshot(pool_id) if use_snapshot else None
     try:
         pool = decode_snapshot(snap.schema, snap.body, retention) if snap else None
@@ -119,8 +134,7 @@ async def reload_pool(
             try:
                 pool = evolve(pool, stored.event, retention)
             except DeferredStateDamaged as e:
-                log.error("%s; rebuilding it from its events", e, extra={"pool": pool_id})
-                return await reload_pool(event_log, pool_id, retention, page, False)
+                return await rebuild_pool(event_log, e, retention)
             assert pool.version == stored.pool_version, (pool_id, stored.seq)
             seq = stored.seq
         if len(events) < page:

@@ -34,7 +34,7 @@ from capsvc.domain.rejections import Rejection
 from capsvc.domain.views import pool_view, reservation_view
 from capsvc.errors import CapsvcError, Fenced, Overloaded, ShardCorrupt, ShardUnavailable
 from capsvc.shard.observer import ShardObserver
-from capsvc.shard.recovery import recover_shard, reload_pool
+from capsvc.shard.recovery import rebuild_pool, recover_shard, reload_pool
 from capsvc.storage.codec import SNAPSHOT_SCHEMA, encode_snapshot
 from capsvc.storage.log import EventLog, StoredEvent, StoredSnapshot
 from capsvc.testing import faults
@@ -326,14 +326,11 @@ class Shard:
                 later.append(item)
                 continue
             pool = self.pools.get(pool_id)
-            if pool is not None and pool.deferred is not None:
-                # decode now: a damaged snapshot must fail before anything changes
-                try:
-                    pool.reservations  # noqa: B018
-                except DeferredStateDamaged as e:
-                    damaged[pool_id] = e
-                    later.append(item)
-                    continue
+            damage = _damage_of(pool)  # before anything is decided against it
+            if damage is not None:
+                damaged[pool_id] = damage
+                later.append(item)
+                continue
             decision = decide(pool, item.command, self.settings.slots_max)
             if faults.active("no_capacity_check"):  # a deliberately broken test build
                 decision = faults.ignore_capacity(
@@ -363,12 +360,9 @@ class Shard:
         commands = [item for item in later if item.command is not None]
         for item in later:
             if isinstance(item, _Rebuild) and item.pool_id not in damaged:
-                pool = self.pools.get(item.pool_id)
-                try:
-                    if pool is not None and pool.deferred is not None:
-                        pool.reservations  # noqa: B018
-                except DeferredStateDamaged as e:
-                    damaged[item.pool_id] = e
+                damage = _damage_of(self.pools.get(item.pool_id))  # unless rebuilt meanwhile
+                if damage is not None:
+                    damaged[item.pool_id] = damage
         try:
             for pool_id, error in damaged.items():
                 await self._rebuild(pool_id, error)
@@ -387,16 +381,7 @@ class Shard:
         """A pool's snapshot is damaged: rebuild the pool from all its events and store a sound
         snapshot at once. Runs in the writer, between commits. Events that break the pool's
         invariants are a damaged file: the shard fails closed."""
-        log.error("%s; rebuilding it from its events", error, extra={"shard": self.shard_id})
-        try:
-            pool, seq = await reload_pool(
-                self.log, pool_id, self.settings.retention, use_snapshot=False
-            )
-            if pool is None:
-                raise ShardCorrupt(f"pool {pool_id} has a snapshot but no events")
-            check_pool(pool)
-        except AssertionError as e:
-            raise ShardCorrupt(f"the events of pool {pool_id} break its invariants: {e}") from e
+        pool, seq = await rebuild_pool(self.log, error, self.settings.retention)
         was = self.pools.get(pool_id)
         if was is not None and was.version != pool.version:
             log.error(
@@ -554,10 +539,8 @@ class Shard:
         pool = await self.read_pool(pool_id)
         if pool is None:
             return None, None
-        try:
+        if _damage_of(pool) is None:
             return pool, pool.reservations.get(reservation_id)
-        except DeferredStateDamaged:
-            pass
         self.check_ready()
         future = asyncio.get_running_loop().create_future()
         try:
@@ -592,6 +575,17 @@ _SNAPSHOT_SHARE = 4
 
 def _snapshot_size(pool: Pool) -> int:
     return len(pool.slots) + pool.reservation_count
+
+
+def _damage_of(pool: Pool | None) -> DeferredStateDamaged | None:
+    """Decode a pool's deferred reservations now; what is damaged about them, if anything."""
+    if pool is None or pool.deferred is None:
+        return None
+    try:
+        pool.reservations  # noqa: B018
+    except DeferredStateDamaged as e:
+        return e
+    return None
 
 
 def _snapshot(pool_id: str, seq: int, pool: Pool) -> StoredSnapshot:

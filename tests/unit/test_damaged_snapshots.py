@@ -15,8 +15,8 @@ import pytest
 
 from capsvc.domain import commands as cmd
 from capsvc.domain.pool import KeyRetention
-from capsvc.errors import ShardUnavailable
-from capsvc.shard.shard import Shard, ShardState
+from capsvc.errors import ShardCorrupt, ShardUnavailable
+from capsvc.shard.shard import Shard, ShardSettings, ShardState
 from capsvc.storage.codec import decode_snapshot
 from capsvc.storage.memory_log import MemoryEventLog
 from tests.unit.test_shard import (
@@ -188,5 +188,21 @@ def test_a_damaged_pool_whose_events_are_gone_fails_the_shard_closed(observer):
             shard.submit(reserve("p2", 1))
         assert not shard.crashes  # failed closed, not crashed
         await shard.drain()
+
+    run(scenario())
+
+
+def test_recovery_fails_the_shard_closed_when_the_events_cannot_rebuild_the_pool(observer):
+    async def scenario():
+        log, _, ids = await a_drained_disk()
+        release = cmd.ReleaseReservation("p1", ids[2], NOW)  # its replay meets the damage
+        crashed, _ = await crash_with_damage(log, [release])
+        checkpoint = crashed._checkpoint_seq  # p1's events up to it are lost as well
+        crashed._rows = [r for r in crashed._rows if r[1] != "p1" or r[0] > checkpoint]
+        shard = Shard(7, crashed, ShardSettings(), clock_ms=lambda: NOW)
+        with pytest.raises(ShardCorrupt, match="p1"):
+            await shard.start()
+        assert shard.state is ShardState.FAILED and "shard_corrupt" in shard.failure
+        assert observer.pools == []
 
     run(scenario())
