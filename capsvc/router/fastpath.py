@@ -374,7 +374,7 @@ class FrontProtocol(RequestCollector, asyncio.Protocol):
         self._arm(self.fast.header_timeout_s)
 
     def on_headers_complete(self) -> None:
-        if self._refused or self._handover:
+        if self._ignoring():
             return
         method = self.parser.get_method()
         route, target = classify(method, self._url)
@@ -385,14 +385,14 @@ class FrontProtocol(RequestCollector, asyncio.Protocol):
             self._handover = True  # first request is not hot: aiohttp takes the connection
             return
         length = self._headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.fast.body_max:
+        if length is not None and length.isdigit() and int(length) > self.body_max:
             self._too_large()
             return
         if self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_message_complete(self) -> None:
-        if self._refused or self._handover:
+        if self._ignoring():
             return
         self._raw = None
         keep_alive = self.parser.should_keep_alive() and not self.fast.draining
