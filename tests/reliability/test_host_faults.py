@@ -67,10 +67,9 @@ def test_wall_clock_jumps_change_nothing(tmp_path):
         define_pools(svc, pools, {"a": 40, "b": 1000})
         load = Workload([svc.url], pools, ("a", "b"), clients=8, retry_s=20,
                         tag="clock").start()
-        for offset in ("+3600", "-3600", "-1800"):
-            time.sleep(1.1)  # libfaketime reads the file at most once a second
-            clock.write_text(f"{offset}\n")
-        time.sleep(1.1)
+        for offset_s in (3600, -3600, -1800):
+            clock.write_text(f"{offset_s:+d}\n")
+            _wait_clock_seen(svc, pools, offset_s)  # libfaketime rereads it once a second
         ops = load.stop()
         replays = _replay_every_key(svc, ops)
         report = check_run(ops + replays, svc, pools).assert_ok()
@@ -81,6 +80,25 @@ def test_wall_clock_jumps_change_nothing(tmp_path):
         assert at != sorted(at), "the premise failed: the wall clock did not jump back"
     finally:
         svc.kill_all()
+
+
+def _wait_clock_seen(svc: Service, pools: list[str], offset_s: int) -> None:
+    """Wait until the newest event of every pool is stamped with the faked wall clock."""
+
+    def seen() -> bool:
+        for pool_id in pools:
+            status, pool = svc.get(f"/v1/pools/{pool_id}")
+            assert status == 200, pool
+            path = f"/v1/admin/pools/{pool_id}/events?after={pool['version'] - 1}&limit=1"
+            status, page = svc.admin("GET", path)
+            if status != 200 or not page["events"]:
+                return False
+            skew_ms = page["events"][0]["at_ms"] - (time.time() + offset_s) * 1000
+            if abs(skew_ms) > 30_000:  # the offsets are 30 min or more apart
+                return False
+        return True
+
+    wait_for(seen, 20, f"events of every pool stamped at {offset_s:+d} s")
 
 
 def _replay_every_key(svc: Service, ops: list[Op]) -> list[Op]:
