@@ -129,7 +129,14 @@ def test_zookeeper_restart_within_the_session_timeout_moves_nothing(cluster, zoo
     resumed_at = time.monotonic()
     wait_for(lambda: load.history.first_success_after(resumed_at), 10, "writes to resume")
     history = load.stop()
-    after = {s: (r["owner"]["worker_id"], r["owner"]["epoch"]) for s, r in shard_owners(a).items()}
+
+    def owners_listed():  # the cluster view rereads ZooKeeper after the restart
+        owners = shard_owners(a)
+        if any(r["owner"] is None for r in owners.values()):
+            return None
+        return {s: (r["owner"]["worker_id"], r["owner"]["epoch"]) for s, r in owners.items()}
+
+    after = wait_for(owners_listed, 10, "every shard's owner listed again")
     assert after == before
     check(history, a, pools, CAPACITY)
 
