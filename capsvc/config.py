@@ -104,6 +104,9 @@ class LimitsConfig:
 class ReadModelConfig:
     feed_wait_ms: int = 250
     feed_retry_ms: int = 200
+    # The least time between two feed requests to one worker: under write load one answer
+    # carries the changes of many commits instead of one answer per commit.
+    feed_interval_ms: int = 5
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "limits.router_queue_max": (0, 1_000_000),
     "read_model.feed_wait_ms": (10, 60_000),
     "read_model.feed_retry_ms": (10, 60_000),
+    "read_model.feed_interval_ms": (0, 1000),
     "supervisor.restart_backoff_initial_ms": (1, 600_000),
     "supervisor.restart_backoff_max_ms": (1, 600_000),
     "supervisor.restart_backoff_reset_ms": (1, 3_600_000),
@@ -270,6 +274,8 @@ def _check_relations(config: Config) -> None:
         raise ConfigError("storage.append_batch_max: exceeds limits.shard_queue_max")
     if config.read_model.feed_wait_ms >= config.limits.request_timeout_ms:
         raise ConfigError("read_model.feed_wait_ms: must be below limits.request_timeout_ms")
+    if config.read_model.feed_interval_ms >= config.read_model.feed_wait_ms:
+        raise ConfigError("read_model.feed_interval_ms: must be below read_model.feed_wait_ms")
     t = config.tls
     if t.enabled != bool(t.key_file):
         raise ConfigError("tls.key_file: cert_file and key_file go together")

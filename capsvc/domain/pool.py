@@ -59,6 +59,12 @@ class Slot:
         self.reserved = 0
         self.open = True
 
+    def copy(self) -> Slot:
+        copy = Slot.__new__(Slot)
+        copy.slot_id, copy.starts_at, copy.ends_at = self.slot_id, self.starts_at, self.ends_at
+        copy.capacity, copy.reserved, copy.open = self.capacity, self.reserved, self.open
+        return copy
+
 
 class SlotMap(Mapping[str, Slot]):
     """A pool's slots by id, in the order they were added: a mapping that only grows (`add`).
@@ -114,6 +120,13 @@ class SlotMap(Mapping[str, Slot]):
     def values(self) -> tuple[Slot, ...]:  # type: ignore[override]
         return self._slots
 
+    def copy(self) -> SlotMap:
+        """Another map with copies of these slots (the shared index stays shared)."""
+        copy = SlotMap()
+        copy._index = self._index
+        copy._slots = tuple(slot.copy() for slot in self._slots)
+        return copy
+
     def items(self) -> Iterator[tuple[str, Slot]]:  # type: ignore[override]
         return zip(self._index, self._slots, strict=True)
 
@@ -139,6 +152,16 @@ class Reservation:
         self.order_ref = order_ref
         self.idempotency_key = idempotency_key
         self.active = active
+
+    def copy(self) -> Reservation:
+        return Reservation(
+            self.reservation_id,
+            self.slot_id,
+            self.units,
+            self.order_ref,
+            self.idempotency_key,
+            self.active,
+        )
 
 
 class _Deferred:
@@ -287,6 +310,26 @@ class Pool:
                 self._keys_young_until = seen_ms + retention.retention_ms
                 break
             keys.popitem(last=False)
+
+    def copy_for_readers(self) -> Pool:
+        """What readers see of this pool, apart from it: identity, totals, version and slots
+        (O(slots)). Reservations and keys are not copied: the copy has none, so read them
+        from the live pool (the shard keeps aside the ones a batch in flight changed)."""
+        copy = Pool.__new__(Pool)
+        copy.pool_id, copy.kind, copy.region, copy.date = (
+            self.pool_id,
+            self.kind,
+            self.region,
+            self.date,
+        )
+        copy.total_capacity, copy.total_reserved = self.total_capacity, self.total_reserved
+        copy.slots = self.slots.copy()
+        copy._reservations = copy._keys = None
+        copy._keys_young_until = 0
+        copy._deferred = None
+        copy.version, copy.reservation_count = self.version, self.reservation_count
+        copy.retention = self.retention
+        return copy
 
     # -- questions -----------------------------------------------------------------------------
     def available(self, slot: Slot) -> int:

@@ -256,6 +256,8 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
         self._done = False  # no more requests: refused, relayed or closing after an answer
         self._paused = False
         self._pending: collections.deque[LeanRequest] = collections.deque()  # answer order
+        # requests received but not started: they wait for earlier writes' answers, in order
+        self._held: collections.deque[LeanRequest] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._in_message = False
@@ -358,6 +360,23 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
         if len(self._pending) >= PIPELINE_MAX and not self._paused:
             self._paused = True
             self.transport.pause_reading()
+        if self._held or (request.method in _SAFE and self._unsafe_unanswered(request)):
+            self._held.append(request)
+            return
+        self._start(request)
+
+    def _unsafe_unanswered(self, request: LeanRequest) -> bool:
+        """Whether a request before `request` on this connection changes state and is not
+        answered yet. A read pipelined behind a write is handled once the write is answered
+        (RFC 9112 9.3.2: only safe requests may be processed in parallel), so it sees it."""
+        for earlier in self._pending:
+            if earlier is request:
+                return False
+            if earlier.status == _NOT_ANSWERED and earlier.method not in _SAFE:
+                return True
+        return False
+
+    def _start(self, request: LeanRequest) -> None:
         if request.route is None:
             self.front.start_relay(request)
             return
@@ -394,6 +413,11 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
             if close:
                 self.close_now()
                 return
+        held = self._held
+        while held and self.transport is not None:
+            if held[0].method in _SAFE and self._unsafe_unanswered(held[0]):
+                break
+            self._start(held.popleft())
         if (
             self._paused
             and not self._done
@@ -445,6 +469,7 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
             self.front.too_large(request)
 
 
+_SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 _HOP_BY_HOP = frozenset(
     (b"content-length", b"connection", b"transfer-encoding", b"keep-alive", b"expect", b"upgrade")
 )

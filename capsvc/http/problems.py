@@ -7,7 +7,6 @@ business rejections keep their extra fields (such as `available_units`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiohttp import web
 from capsvc.domain import rejections as rj
 from capsvc.domain.rejections import Rejection
 from capsvc.errors import CapsvcError
+from capsvc.http.json_body import json_text
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -67,7 +67,7 @@ def problem_json(code: str, detail: str, **fields: Any) -> tuple[int, str]:
         "code": code,
         **fields,
     }
-    return status, json.dumps(body)
+    return status, json_text(body)
 
 
 def problem(

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from capsvc.config import Config
 from capsvc.errors import CapsvcError, ShardUnavailable
 from capsvc.http import parsing
+from capsvc.http.json_body import json_text
 from capsvc.http.openapi import openapi_document
 from capsvc.http.problems import problem, problem_middleware
 from capsvc.http.routes import (
@@ -169,7 +170,7 @@ async def _forward(
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+    return web.Response(status=status, text=json_text(body), content_type="application/json")
 
 
 def _rfc3339(ts: float) -> str:

@@ -30,6 +30,7 @@ from aiohttp import web
 from capsvc.domain import rejections as rj
 from capsvc.errors import CapsvcError, ShardUnavailable
 from capsvc.http import parsing
+from capsvc.http.json_body import json_text
 from capsvc.http.problems import PROBLEMS, problem
 from capsvc.http.routes import ACTOR_HEADER, INTERNAL_POOLS, REQUEST_ID_HEADER
 from capsvc.planning.diff import PlanDiff, PoolDiff, Step, diff_plan
@@ -74,7 +75,7 @@ def planner_handlers(
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        status=status, text=json.dumps(body), content_type="application/json", headers=headers
+        status=status, text=json_text(body), content_type="application/json", headers=headers
     )
 
 

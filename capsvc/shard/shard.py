@@ -5,10 +5,13 @@ The writer group-commits. It takes every command waiting in the queue (up to
 appends all their events in one transaction, and only then answers the callers.
 
 Nobody observes state the disk does not hold: commands are folded into memory as they are
-decided (so the next command in the batch sees them), but the pools they touched are marked
-*in flight* until the append commits, and readers of those pools wait for the commit. If the
-append fails, the touched pools are reloaded from the file, so memory is exactly what the disk
-holds, and every command in the batch that touched them fails with the storage error.
+decided (so the next command in the batch sees them), and the committed state of each pool
+they touched is kept aside until the append commits. Readers get the committed state at once
+and never wait for a commit: what is in flight is acknowledged to nobody yet, so a read that
+does not see it is still linearizable, and a pool written thousands of times a second reads
+as fast as any other. If the append fails, the touched pools are reloaded from the file, so
+memory is exactly what the disk holds, and every command in the batch that touched them fails
+with the storage error.
 
 States: STARTING -> READY -> DRAINING -> CLOSED, and FAILED from STARTING or READY (the file
 refused us: corrupt, fenced, I/O error). A FAILED shard answers nothing; its owner may retry.
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 
 from capsvc.domain import commands as cmd
 from capsvc.domain.decide import Decision, decide
+from capsvc.domain.events import CapacityReserved, ReservationReleased
 from capsvc.domain.evolve import evolve
 from capsvc.domain.invariants import check_pool
 from capsvc.domain.pool import DeferredStateDamaged, KeyRetention, Pool, Reservation
@@ -134,8 +138,11 @@ class Shard:
         # pool id -> seq of its latest committed event, least recently changed first
         self._pool_seqs: OrderedDict[str, int] = OrderedDict()
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=settings.queue_max)
-        self._in_flight: frozenset[str] = frozenset()
-        self._commit_done: asyncio.Future | None = None
+        # What readers see, until the commit lands, of what the batch in flight changed:
+        # pool id -> a copy of its committed state (None: no pool yet), and reservation id ->
+        # a copy of the committed reservation (None: made in this batch).
+        self._committed: dict[str, Pool | None] = {}
+        self._committed_reservations: dict[str, Reservation | None] = {}
         self.on_commit: Callable[[], None] = lambda: None  # wakes read-model feeds
         # Called if the writer dies of a bug (an assertion): the worker exits and replay
         # restores a correct state. Tests replace it to observe the crash.
@@ -306,6 +313,8 @@ class Shard:
         answers: list[tuple[_Pending, CommandResult]] = []
         touched: set[str] = set()
         seq = self.last_seq
+        committed: dict[str, Pool | None] = {}
+        committed_reservations: dict[str, Reservation | None] = {}
         stale_before = time.monotonic() - self.settings.queue_wait_max_s
         damaged: dict[str, DeferredStateDamaged] = {}
         later: list[_Pending] = []  # commands and rebuild requests for after the commit
@@ -336,7 +345,15 @@ class Shard:
                 decision = faults.ignore_capacity(
                     decide, pool, item.command, self.settings.slots_max, decision
                 )
+            if decision.events and pool_id not in committed:
+                committed[pool_id] = None if pool is None else pool.copy_for_readers()
             for event in decision.events:
+                if isinstance(event, CapacityReserved):
+                    committed_reservations.setdefault(event.reservation_id, None)
+                elif isinstance(event, ReservationReleased):
+                    if event.reservation_id not in committed_reservations:
+                        was = pool.reservations[event.reservation_id]  # type: ignore[union-attr]
+                        committed_reservations[event.reservation_id] = was.copy()
                 pool = evolve(pool, event, self.settings.retention)
                 seq += 1
                 records.append(
@@ -346,8 +363,11 @@ class Shard:
                 self.pools[pool_id] = pool
                 touched.add(pool_id)
             answers.append((item, _result(item.command, decision, pool, self.epoch)))
+        # before the first await: from here readers see the committed state
+        self._committed, self._committed_reservations = committed, committed_reservations
         if records:
             await self._commit(records, touched, answers)
+            self._forget_committed()
         else:
             for item, result in answers:
                 _resolve(item.future, result)
@@ -403,8 +423,6 @@ class Shard:
         touched: set[str],
         answers: list[tuple[_Pending, CommandResult]],
     ) -> None:
-        self._in_flight = frozenset(touched)
-        self._commit_done = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
         if faults.active("reply_before_commit"):  # a deliberately broken test build
             for item, result in answers:
@@ -423,9 +441,7 @@ class Shard:
                 else:
                     _resolve(item.future, result)
             return
-        finally:
-            self._in_flight = frozenset()
-            self._commit_done.set_result(None)
+        self._forget_committed()  # what memory holds is on disk now
         self.last_seq = records[-1].seq
         self.event_count += len(records)
         self.batches += 1
@@ -522,13 +538,17 @@ class Shard:
         return max(self.settings.checkpoint_every_events, size // _SNAPSHOT_SHARE)
 
     # -- reads -----------------------------------------------------------------------------
-    async def read_pool(self, pool_id: str) -> Pool | None:
-        """The committed state of a pool (waits if a commit touching it is in flight)."""
-        while pool_id in self._in_flight:
-            assert self._commit_done is not None
-            await asyncio.shield(self._commit_done)
+    def _forget_committed(self) -> None:
+        self._committed, self._committed_reservations = {}, {}
+
+    def read_pool(self, pool_id: str) -> Pool | None:
+        """The committed state of a pool, now: never waits for a commit (see the module's
+        docstring for why that is still read-your-writes)."""
         if self.state not in (ShardState.READY, ShardState.DRAINING):
             self.check_ready()
+        committed = self._committed
+        if pool_id in committed:
+            return committed[pool_id]
         return self.pools.get(pool_id)
 
     async def read_reservation(
@@ -536,11 +556,14 @@ class Shard:
     ) -> tuple[Pool | None, Reservation | None]:
         """A reservation as committed, with its pool (read-your-writes, as `read_pool`). If the
         pool's snapshot turns out damaged, the writer rebuilds the pool first."""
-        pool = await self.read_pool(pool_id)
+        pool = self.read_pool(pool_id)
         if pool is None:
             return None, None
-        if _damage_of(pool) is None:
-            return pool, pool.reservations.get(reservation_id)
+        if reservation_id in self._committed_reservations:  # changed by the batch in flight
+            return pool, self._committed_reservations[reservation_id]
+        live = self.pools[pool_id]  # reservations live only there (`copy_for_readers`)
+        if _damage_of(live) is None:
+            return pool, live.reservations.get(reservation_id)
         self.check_ready()
         future = asyncio.get_running_loop().create_future()
         try:
@@ -548,8 +571,10 @@ class Shard:
         except asyncio.QueueFull:
             raise Overloaded(f"shard {self.shard_id} is overloaded; try again shortly") from None
         await future
-        pool = await self.read_pool(pool_id)
-        return pool, pool.reservations.get(reservation_id) if pool is not None else None
+        pool = self.read_pool(pool_id)
+        if pool is None or reservation_id in self._committed_reservations:
+            return pool, self._committed_reservations.get(reservation_id)
+        return pool, self.pools[pool_id].reservations.get(reservation_id)
 
     def changes_since(self, seq: int, limit: int) -> tuple[list[str], int]:
         """Pools changed after `seq`, oldest change first, at most `limit` of them, and the

@@ -8,6 +8,14 @@ Fencing: the file's `meta.epoch` is the owner's epoch. A trigger refuses any eve
 another epoch, inside the same transaction as the append, so a stale owner can never append.
 
 Every sqlite3 error is translated into the project's errors in one place (`_translate`).
+
+Threads: appends go through the worker's `GroupCommitter` (one hand-off to one writer thread
+for every shard file with events ready in a loop turn); everything else (open, recovery reads,
+snapshots, backups) runs on the loop's default executor, so a shard that recovers or
+snapshots never holds up another shard's commits. One asyncio lock per file keeps its
+operations one at a time, and a read out of any open transaction. The standard `sqlite3`
+module is used directly rather than aiosqlite: an aiosqlite connection owns its thread, so
+64 shard files were 64 hand-offs where one does.
 """
 
 from __future__ import annotations
@@ -16,15 +24,13 @@ import asyncio
 import functools
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
-import aiosqlite
-
 from capsvc.errors import CapsvcError, Fenced, ShardCorrupt, StorageFull, StorageUnavailable
 from capsvc.storage.codec import CodecError, decode_event, encode_event
+from capsvc.storage.group_commit import GroupCommitter
 from capsvc.storage.log import EventLog, LogHead, StoredEvent, StoredSnapshot
 from capsvc.testing import faults
 
@@ -100,78 +106,100 @@ def _row_to_event(row: tuple) -> StoredEvent:
 
 
 class SqliteEventLog(EventLog):
-    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 5000,
+        committer: GroupCommitter | None = None,
+    ):
         assert synchronous in ("FULL", "NORMAL", "EXTRA"), synchronous
         self.path = path
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
-        self._db: aiosqlite.Connection | None = None
-        # aiosqlite runs each statement separately; the lock keeps a read from landing inside
-        # an append's open transaction (where it would see uncommitted events).
+        self._own_committer = committer is None  # tools and tests: a writer thread of its own
+        self._committer = committer
+        self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self.epoch = 0
 
-    @asynccontextmanager
-    async def _errors(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except sqlite3.Error as e:
-            raise _translate(e, self.path) from e
-        except CodecError as e:
-            raise ShardCorrupt(f"{self.path.name}: {e}") from e
+    def _translated(self, error: BaseException) -> BaseException:
+        if isinstance(error, sqlite3.Error):
+            return _translate(error, self.path)
+        if isinstance(error, CodecError):
+            return ShardCorrupt(f"{self.path.name}: {error}")
+        return error
 
-    async def _run(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        assert self._db is not None, "log is not open"
-        async with self._lock, self._errors():
-            return await work(self._db)
+    async def _in_thread(self, future: asyncio.Future[T]) -> T:
+        """Await work running on a thread. If our caller is cancelled we still wait for the
+        thread to let go of the connection (the lock stays held), then re-raise."""
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                await asyncio.wait([future])
+            raise
+        except (sqlite3.Error, CodecError) as e:
+            raise self._translated(e) from e
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)` on the default executor, one operation at a time per file."""
+        db = self._db
+        assert db is not None, "log is not open"
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            return await self._in_thread(loop.run_in_executor(None, work, db))
 
     async def open(self, epoch: int | None) -> LogHead:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        async with self._errors():
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch
-            db = await aiosqlite.connect(str(self.path), isolation_level=None)
-            try:
-                head = await self._prepare(db, epoch)
-            except BaseException:
-                await db.close()
-                raise
+        loop = asyncio.get_running_loop()
+        db, head = await self._in_thread(loop.run_in_executor(None, self._prepare, epoch))
+        if self._committer is None:
+            self._committer = GroupCommitter(f"capsvc-commit-{self.path.stem}")
         self._db = db
         self.epoch = head.epoch
         return head
 
-    async def _prepare(self, db: aiosqlite.Connection, epoch: int | None) -> LogHead:
-        await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        await db.execute("PRAGMA locking_mode = EXCLUSIVE")  # before WAL is first used
-        row = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
+    def _prepare(self, epoch: int | None) -> tuple[sqlite3.Connection, LogHead]:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
+        # check_same_thread=False: the connection moves between the writer thread and the
+        # executor's, never used by two at once (the log's lock).
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            return db, self._prepare_on(db, epoch)
+        except BaseException:
+            db.close()
+            raise
+
+    def _prepare_on(self, db: sqlite3.Connection, epoch: int | None) -> LogHead:
+        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        db.execute("PRAGMA locking_mode = EXCLUSIVE")  # before WAL is first used
+        row = db.execute("PRAGMA journal_mode = WAL").fetchone()
         if row is None or str(row[0]).lower() != "wal":
             raise StorageUnavailable(f"{self.path.name}: cannot switch to WAL mode ({row})")
-        await db.execute(f"PRAGMA synchronous = {self._synchronous}")
-        await db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock and keeps it
+        db.execute(f"PRAGMA synchronous = {self._synchronous}")
+        db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock and keeps it
         try:
             for statement in _SCHEMA.split(";\n"):
                 if statement.strip():
-                    await db.execute(statement)
+                    db.execute(statement)
             if faults.active("no_epoch_check"):  # a deliberately broken test build
-                await db.execute("DROP TRIGGER events_fenced")
-            stored = await self._meta(db, "epoch", 0)
+                db.execute("DROP TRIGGER events_fenced")
+            stored = _meta(db, "epoch", 0)
             if epoch is None:
                 epoch = stored + 1
             elif epoch <= stored and not faults.active("no_epoch_check"):
                 raise Fenced(f"{self.path.name}: epoch {epoch} is not newer than {stored}")
-            await db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
-            await db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FILE_FORMAT,))
-            row = await (await db.execute("SELECT max(seq), count(*) FROM events")).fetchone()
-            checkpoint = await self._meta(db, "checkpoint_seq", 0)
-            await db.execute("COMMIT")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FILE_FORMAT,))
+            row = db.execute("SELECT max(seq), count(*) FROM events").fetchone()
+            checkpoint = _meta(db, "checkpoint_seq", 0)
+            db.execute("COMMIT")
         except BaseException:
-            await db.execute("ROLLBACK")
+            _rollback_quietly(db)
             raise
         return LogHead(epoch, last_seq=row[0] or 0, event_count=row[1], checkpoint_seq=checkpoint)
-
-    @staticmethod
-    async def _meta(db: aiosqlite.Connection, key: str, default: int) -> int:
-        row = await (await db.execute("SELECT value FROM meta WHERE key = ?", (key,))).fetchone()
-        return default if row is None else int(row[0])
 
     async def append(self, events: list[StoredEvent]) -> None:
         rows = []
@@ -190,67 +218,74 @@ class SqliteEventLog(EventLog):
                     body,
                 )
             )
-
+        db = self._db
+        assert db is not None and self._committer is not None, "log is not open"
         if len(rows) <= _ONE_STATEMENT_ROWS_MAX:
-            # One multi-row INSERT in autocommit mode is one atomic transaction and one
-            # round trip to the connection's thread (instead of BEGIN, INSERTs, COMMIT).
-            flat = [value for row in rows for value in row]
-            await self._run(lambda db: db.execute(_insert_sql(len(rows)), flat))
-            return
+            # One multi-row INSERT in autocommit mode is one atomic transaction.
+            sql, flat = _insert_sql(len(rows)), [value for row in rows for value in row]
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.executemany(_INSERT, rows)
-                await db.execute("COMMIT")
-            except BaseException:
-                await _rollback_quietly(db)
-                raise
+            def work() -> None:
+                db.execute(sql, flat)
 
-        await self._run(work)
+        else:
+
+            def work() -> None:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(_INSERT, rows)
+                    db.execute("COMMIT")
+                except BaseException:
+                    _rollback_quietly(db)
+                    raise
+
+        async with self._lock:
+            await self._in_thread(self._committer.commit(work))
 
     async def read_from(
         self, after_seq: int, batch: int = 5000
     ) -> AsyncIterator[list[StoredEvent]]:
-        assert self._db is not None
-        async with self._lock, self._errors():
-            cursor = await self._db.execute(f"{_SELECT} WHERE seq > ? ORDER BY seq", (after_seq,))
+        async for rows in self._rows_from(_SELECT, after_seq, batch):
             try:
-                while rows := await cursor.fetchmany(batch):
-                    yield [_row_to_event(r) for r in rows]
-            finally:
-                await cursor.close()
+                yield [_row_to_event(r) for r in rows]
+            except CodecError as e:
+                raise ShardCorrupt(f"{self.path.name}: {e}") from e
 
     async def read_encoded_from(
         self, after_seq: int, batch: int = 5000
     ) -> AsyncIterator[list[tuple[int, str, int, str, int, str]]]:
-        assert self._db is not None
-        async with self._lock, self._errors():
-            cursor = await self._db.execute(
-                "SELECT seq, pool_id, pool_version, type, schema, body FROM events"
-                " WHERE seq > ? ORDER BY seq",
-                (after_seq,),
+        select = "SELECT seq, pool_id, pool_version, type, schema, body FROM events"
+        async for rows in self._rows_from(select, after_seq, batch):
+            yield rows
+
+    async def _rows_from(self, select: str, after_seq: int, batch: int) -> AsyncIterator[list]:
+        db = self._db
+        assert db is not None, "log is not open"
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            cursor = await self._in_thread(
+                loop.run_in_executor(
+                    None, db.execute, f"{select} WHERE seq > ? ORDER BY seq", (after_seq,)
+                )
             )
-            # The next batch is fetched (on the connection's thread) while the caller folds
-            # this one in.
-            ahead = asyncio.ensure_future(cursor.fetchmany(batch))
+            # The next batch is fetched (on a thread) while the caller folds this one in.
+            ahead = loop.run_in_executor(None, cursor.fetchmany, batch)
             try:
-                while rows := await ahead:
-                    ahead = asyncio.ensure_future(cursor.fetchmany(batch))
+                while rows := await self._in_thread(ahead):
+                    ahead = loop.run_in_executor(None, cursor.fetchmany, batch)
                     yield rows
             finally:
                 if not ahead.done():
                     await asyncio.wait([ahead])
                 if not ahead.cancelled():
                     ahead.exception()  # retrieved: the caller's own error is what matters
-                await cursor.close()
+                cursor.close()
 
     async def pool_events(self, pool_id: str, after_version: int, limit: int) -> list[StoredEvent]:
-        async def work(db: aiosqlite.Connection) -> list[StoredEvent]:
-            rows = await db.execute_fetchall(
+        def work(db: sqlite3.Connection) -> list[StoredEvent]:
+            rows = db.execute(
                 f"{_SELECT} WHERE pool_id = ? AND pool_version > ? ORDER BY pool_version LIMIT ?",
                 (pool_id, after_version, limit),
-            )
+            ).fetchall()
             return [_row_to_event(r) for r in rows]
 
         return await self._run(work)
@@ -258,45 +293,39 @@ class SqliteEventLog(EventLog):
     async def save_checkpoint(self, snapshots: list[StoredSnapshot], checkpoint_seq: int) -> None:
         rows = [(s.pool_id, s.seq, s.pool_version, s.schema, s.body) for s in snapshots]
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute("BEGIN IMMEDIATE")
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                await db.executemany(
-                    "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)", rows
-                )
-                await db.execute(
+                db.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)", rows)
+                db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('checkpoint_seq', ?)", (checkpoint_seq,)
                 )
-                await db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                await _rollback_quietly(db)
+                _rollback_quietly(db)
                 raise
 
         await self._run(work)
 
     async def last_seq(self) -> int:
-        async def work(db: aiosqlite.Connection) -> int:
-            rows = await db.execute_fetchall("SELECT max(seq) FROM events")
-            return rows[0][0] or 0
-
-        return await self._run(work)
+        return await self._run(
+            lambda db: db.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+        )
 
     async def load_snapshots(self) -> list[StoredSnapshot]:
-        async def work(db: aiosqlite.Connection) -> list[StoredSnapshot]:
-            rows = await db.execute_fetchall(
-                "SELECT pool_id, seq, pool_version, schema, body FROM snapshots"
-            )
+        def work(db: sqlite3.Connection) -> list[StoredSnapshot]:
+            rows = db.execute("SELECT pool_id, seq, pool_version, schema, body FROM snapshots")
             return [StoredSnapshot(*r) for r in rows]
 
         return await self._run(work)
 
     async def load_snapshot(self, pool_id: str) -> StoredSnapshot | None:
-        async def work(db: aiosqlite.Connection) -> StoredSnapshot | None:
-            rows = await db.execute_fetchall(
+        def work(db: sqlite3.Connection) -> StoredSnapshot | None:
+            row = db.execute(
                 "SELECT pool_id, seq, pool_version, schema, body FROM snapshots WHERE pool_id = ?",
                 (pool_id,),
-            )
-            return StoredSnapshot(*rows[0]) if rows else None
+            ).fetchone()
+            return StoredSnapshot(*row) if row else None
 
         return await self._run(work)
 
@@ -305,16 +334,15 @@ class SqliteEventLog(EventLog):
         online backup API, on the open connection and under the log's lock: between two
         appends, never inside one. Appends wait meanwhile. Returns what the copy holds."""
 
-        async def work(db: aiosqlite.Connection) -> LogHead:
-            rows = await db.execute_fetchall("SELECT max(seq), count(*) FROM events")
-            checkpoint = await self._meta(db, "checkpoint_seq", 0)
-            # check_same_thread=False: aiosqlite runs the copy on the connection's own thread.
-            target = sqlite3.connect(str(path), check_same_thread=False)
+        def work(db: sqlite3.Connection) -> LogHead:
+            row = db.execute("SELECT max(seq), count(*) FROM events").fetchone()
+            checkpoint = _meta(db, "checkpoint_seq", 0)
+            target = sqlite3.connect(str(path))
             try:
-                await db.backup(target)
+                db.backup(target)
             finally:
                 target.close()
-            return LogHead(self.epoch, rows[0][0] or 0, rows[0][1], checkpoint)
+            return LogHead(self.epoch, row[0] or 0, row[1], checkpoint)
 
         if path.exists():
             raise FileExistsError(path)
@@ -324,14 +352,22 @@ class SqliteEventLog(EventLog):
         db, self._db = self._db, None
         if db is not None:
             try:
-                await db.close()
+                db.close()
             except sqlite3.Error as e:  # closing must not mask the reason we are closing
                 log.warning("closing %s failed: %s", self.path.name, e)
+        if self._own_committer and self._committer is not None:
+            committer, self._committer = self._committer, None
+            await asyncio.get_running_loop().run_in_executor(None, committer.close)
 
 
-async def _rollback_quietly(db: aiosqlite.Connection) -> None:
+def _meta(db: sqlite3.Connection, key: str, default: int) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return default if row is None else int(row[0])
+
+
+def _rollback_quietly(db: sqlite3.Connection) -> None:
     try:
         if db.in_transaction:
-            await db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
     except sqlite3.Error as e:
         log.warning("rollback failed: %s", e)

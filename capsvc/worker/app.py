@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import os
 import secrets
 import time
@@ -24,6 +23,7 @@ from capsvc.domain.pool import Pool
 from capsvc.domain.views import availability_view, pool_view, reservation_view
 from capsvc.errors import ShardUnavailable, UpstreamTimeout
 from capsvc.http import parsing
+from capsvc.http.json_body import json_text
 from capsvc.http.problems import error_problem, problem, problem_middleware, rejection_problem
 from capsvc.http.routes import ACTOR_HEADER, INTERNAL_FEED, INTERNAL_POOLS, INTERNAL_STATUS, ROUTES
 from capsvc.planning.history import fold_until
@@ -87,7 +87,7 @@ async def _execute(request: web.Request, command: cmd.Command) -> CommandResult:
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        status=status, text=json.dumps(body), content_type="application/json", headers=headers
+        status=status, text=json_text(body), content_type="application/json", headers=headers
     )
 
 
@@ -162,7 +162,7 @@ async def release(request: web.Request) -> web.Response:
 
 async def get_pool(request: web.Request) -> web.Response:
     pool_id = parsing.path_id(request, "pool_id")
-    pool = await _shard(request, pool_id).read_pool(pool_id)
+    pool = _shard(request, pool_id).read_pool(pool_id)
     if pool is None:
         return problem(rj.POOL_NOT_FOUND, f"no pool {pool_id}")
     return _json(pool_view(pool))
@@ -183,7 +183,7 @@ async def pool_events(request: web.Request) -> web.Response:
     after = parsing.query_int(request, "after", 0, 0, 2**53)
     limit = parsing.query_int(request, "limit", min(100, page_max), 1, page_max)
     shard = _shard(request, pool_id)
-    pool = await shard.read_pool(pool_id)
+    pool = shard.read_pool(pool_id)
     if pool is None:
         return problem(rj.POOL_NOT_FOUND, f"no pool {pool_id}")
     stored = await shard.log.pool_events(pool_id, after, limit)
@@ -199,7 +199,7 @@ async def admin_get_pool(request: web.Request) -> web.Response:
     pool_id = parsing.path_id(request, "pool_id")
     as_of_ms = parsing.query_time_ms(request, "as_of")
     shard = _shard(request, pool_id)
-    pool = await shard.read_pool(pool_id)
+    pool = shard.read_pool(pool_id)
     if pool is None:
         return problem(rj.POOL_NOT_FOUND, f"no pool {pool_id}")
     if as_of_ms is None:
@@ -265,7 +265,7 @@ async def feed(request: web.Request) -> web.Response:
             pool_ids, position = shard.changes_since(0 if full else since, limit)
             render = _feed_row if compact else availability_view
             for pool_id in pool_ids:
-                pool = await shard.read_pool(pool_id)
+                pool = shard.read_pool(pool_id)
                 if pool is not None:
                     pools.append(render(pool))
         if (
@@ -350,7 +350,7 @@ async def list_pools(request: web.Request) -> web.Response:
                 or (kind and pool.kind != kind)
             ):
                 continue
-            committed = await shard.read_pool(pool_id)
+            committed = shard.read_pool(pool_id)
             if committed is not None:
                 views.append(pool_view(committed))
     return _json({"pools": views})

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
-import json
 import logging
 import time
 from typing import Any
@@ -31,6 +30,7 @@ from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.domain.views import pool_view, reservation_view
 from capsvc.errors import CapsvcError, ShardUnavailable, UpstreamTimeout
 from capsvc.http import parsing
+from capsvc.http.json_body import json_bytes
 from capsvc.http.lean import JSON, PROBLEM_JSON, LeanFront, LeanRequest
 from capsvc.http.problems import problem_json
 from capsvc.http.routes import ROUTES
@@ -100,6 +100,7 @@ class WorkerFront(LeanFront):
         self.secret = secret.encode() if secret else None
         self.loop = asyncio.get_running_loop()
         self._children: dict[tuple[str, bytes, int], tuple[Any, Any]] = {}
+        self._reading: set[asyncio.Task] = set()
         self._handlers = {
             "reserve": self._reserve,
             "release": self._release,
@@ -202,34 +203,29 @@ class WorkerFront(LeanFront):
             self._json(request, 201 if result.created else 200, result.body, b"", order)
 
     def _get_pool(self, request: LeanRequest) -> None:
-        shard = self._shard(request.target)  # type: ignore[arg-type]
-        self.loop.create_task(self._read(request, shard))
+        pool = self._shard(request.target).read_pool(request.target)  # type: ignore[arg-type]
+        if pool is None:
+            self._problem(request, rj.POOL_NOT_FOUND, f"no pool {request.target}")
+        else:
+            self._json(request, 200, pool_view(pool))
 
     def _get_reservation(self, request: LeanRequest) -> None:
-        shard = self._shard(request_pool(request))
-        self.loop.create_task(self._read(request, shard))
+        # A task: the pool's snapshot may turn out damaged, and then the writer rebuilds it.
+        task = self.loop.create_task(self._read_reservation(request))
+        self._reading.add(task)  # held until done (the loop holds tasks weakly)
+        task.add_done_callback(self._reading.discard)
 
-    async def _read(self, request: LeanRequest, shard: Shard) -> None:
-        """Reads wait for a commit in flight on their pool: read-your-writes."""
+    async def _read_reservation(self, request: LeanRequest) -> None:
         try:
-            if request.route == "get_pool":
-                pool, reservation = await shard.read_pool(request_pool(request)), None
-            else:
-                pool, reservation = await shard.read_reservation(
-                    request_pool(request),
-                    request.target,  # type: ignore[arg-type]
-                )
+            pool, reservation = await self._shard(request_pool(request)).read_reservation(
+                request_pool(request),
+                request.target,  # type: ignore[arg-type]
+            )
         except CapsvcError as e:
             self._error(request, e)
             return
         except Exception as e:
             self._failed(request, e)
-            return
-        if request.route == "get_pool":
-            if pool is None:
-                self._problem(request, rj.POOL_NOT_FOUND, f"no pool {request.target}")
-            else:
-                self._json(request, 200, pool_view(pool))
             return
         if reservation is None or pool is None:
             self._problem(request, rj.RESERVATION_NOT_FOUND, f"no reservation {request.target}")
@@ -240,7 +236,7 @@ class WorkerFront(LeanFront):
     def _json(
         self, request: LeanRequest, status: int, body: Any, head: bytes = b"", tail: bytes = b""
     ) -> None:
-        payload = json.dumps(body).encode()
+        payload = json_bytes(body)
         self._reply(request, status, head + _JSON_HEAD + tail, payload, None)
 
     def _error(self, request: LeanRequest, error: CapsvcError) -> None:

@@ -8,6 +8,7 @@ never takes the host down or makes it crash-loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from capsvc.logs import install_task_dump
 from capsvc.paths import shard_file, worker_socket
 from capsvc.shard.shard import Shard, ShardSettings, ShardState
 from capsvc.sharding import embedded_shards
+from capsvc.storage.group_commit import GroupCommitter
 from capsvc.storage.sqlite_log import SqliteEventLog
 from capsvc.tls import worker_server_context
 from capsvc.worker.app import CHANGED, make_worker_app
@@ -49,13 +51,20 @@ def shard_settings(config: Config) -> ShardSettings:
     )
 
 
-def new_shard(config: Config, shard_id: int, busy_timeout_ms: int | None = None) -> Shard:
+def new_shard(
+    config: Config,
+    shard_id: int,
+    busy_timeout_ms: int | None = None,
+    committer: GroupCommitter | None = None,
+) -> Shard:
+    """A shard on its file; `committer` is the worker's (its shards commit together)."""
     event_log = SqliteEventLog(
         shard_file(config, shard_id),
         synchronous=config.storage.synchronous,
         busy_timeout_ms=config.storage.busy_timeout_ms
         if busy_timeout_ms is None
         else busy_timeout_ms,
+        committer=committer,
     )
     return Shard(shard_id, event_log, shard_settings(config))
 
@@ -63,9 +72,14 @@ def new_shard(config: Config, shard_id: int, busy_timeout_ms: int | None = None)
 class ShardHost:
     """The shards this worker owns: starts them, retries the failed ones, drains them."""
 
-    def __init__(self, config: Config, shard_ids: list[int]) -> None:
+    def __init__(
+        self, config: Config, shard_ids: list[int], committer: GroupCommitter | None = None
+    ) -> None:
         self.config = config
-        self.shards: dict[int, Shard] = {sid: new_shard(config, sid) for sid in shard_ids}
+        self.committer = committer
+        self.shards: dict[int, Shard] = {
+            sid: new_shard(config, sid, committer=committer) for sid in shard_ids
+        }
         self._retries: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -80,7 +94,7 @@ class ShardHost:
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
-            shard = new_shard(self.config, shard_id)
+            shard = new_shard(self.config, shard_id, committer=self.committer)
             shard.on_commit = self.shards[shard_id].on_commit
             try:
                 await shard.start()
@@ -109,20 +123,23 @@ async def serve_worker(config: Config, index: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     zk = None
+    committer = GroupCommitter()  # every shard of this worker commits through it
     if config.cluster.enabled:
         zk = Zk(config.cluster.zookeeper, config.cluster.name, config.cluster.session_timeout_ms)
         await zk.start()
         me = WorkerInfo(
             worker_id(config.host_id, index), config.host_id, index, config.worker_url(index)
         )
-        host: ShardHost | ClusterShardHost = ClusterShardHost(config, index, zk, me, new_shard)
+        host: ShardHost | ClusterShardHost = ClusterShardHost(
+            config, index, zk, me, functools.partial(new_shard, committer=committer)
+        )
         secret = config.cluster_secret
         app = make_worker_app(config, host.shards, index, secret=secret)
         zk.on_state(app[METRICS].zookeeper_state)
         host.on_commit = app[CHANGED].set
     else:
         shard_ids = embedded_shards(index, config.worker_count, config.service.shard_count)
-        host = ShardHost(config, shard_ids)
+        host = ShardHost(config, shard_ids, committer)
         await host.start()
         secret = None
         app = make_worker_app(config, host.shards, index)
@@ -166,6 +183,7 @@ async def serve_worker(config: Config, index: int) -> None:
         await _stop_serving(servers, front, runner, drain_s)
         await host.drain()  # finish queued commands, checkpoint, close files
     _remove_stale_socket(path)
+    await loop.run_in_executor(None, committer.close)
     log.info("worker stopped", extra={"worker": index})
 
 

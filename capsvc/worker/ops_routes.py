@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from capsvc.config import Config
 from capsvc.errors import BadRequest, CapsvcError
 from capsvc.http import parsing
+from capsvc.http.json_body import json_text
 from capsvc.http.routes import INTERNAL_PROBE, REQUEST_ID_HEADER
 from capsvc.request_context import REQUEST_ID, install_request_id_filter
 from capsvc.shard.shard import Shard, ShardState
@@ -138,7 +139,7 @@ def _problem_code(response: web.StreamResponse) -> str | None:
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+    return web.Response(status=status, text=json_text(body), content_type="application/json")
 
 
 # -- routes ----------------------------------------------------------------------------------

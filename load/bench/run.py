@@ -96,10 +96,10 @@ def fixed_rate(system: System, workload_name: str, round_index: int, settings: S
 
 
 def run_throughput(systems: list[System], settings: Settings, results: Results,
-                   tmp: Path) -> None:
+                   tmp: Path, workloads: tuple[str, ...] = WORKLOADS) -> None:
     warmed: set[tuple[str, str]] = set()
     for round_index in range(settings.rounds):
-        for workload_name in WORKLOADS:
+        for workload_name in workloads:
             for system in systems:
                 if workload_name == "grid-mix" and not system.serves_grid:
                     continue
@@ -184,6 +184,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pin-load", metavar="CPUS",
                         help="taskset CPU list for wrk and the open-loop generator, e.g. 1")
     parser.add_argument("--output", type=Path, help="Markdown file (default: load/results/)")
+    parser.add_argument("--systems", help="comma-separated system names (default: all)")
+    parser.add_argument("--workloads", help="comma-separated workloads (default: all)")
     return parser
 
 
@@ -204,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             router, worker, _ = stack.enter_context(capsvc_systems(settings.rounds))
             classical, cluster = stack.enter_context(classical_systems(settings.rounds))
             pg_version = cluster.setting("server_version")
-            run_throughput([router, worker, *classical], settings, results, tmp)
+            systems = [router, worker, *classical]
+            if args.systems:
+                systems = [s for s in systems if s.name in args.systems.split(",")]
+            chosen = tuple(args.workloads.split(",")) if args.workloads else WORKLOADS
+            run_throughput(systems, settings, results, tmp, chosen)
         output = args.output or RESULTS / f"bench-{started:%Y%m%d-%H%M}.md"
         write = _writer(output, results, settings, argv, pg_version, started)
         write()  # the throughput tables, in case a storage measurement hangs
