@@ -33,6 +33,8 @@ KEEPALIVE_S = 75.0  # aiohttp's default; the router's pooled connections close t
 HEADERS_MAX_BYTES = 16 * 1024
 FIELD_MAX_BYTES = 8190  # aiohttp's own limit
 PIPELINE_MAX = 16
+LINGER_S = 2.0  # after a 413, how long the rest of the body is read and dropped, at most
+LINGER_MAX_BYTES = 64 * 1024 * 1024  # and how much of it
 JSON = b"application/json; charset=utf-8"  # what aiohttp sends for content_type=...json
 PROBLEM_JSON = b"application/problem+json; charset=utf-8"
 _STATUS_LINES = {
@@ -114,10 +116,14 @@ class LeanFront:
         *,
         body_max: int,
         header_timeout_s: float,
+        relay_body_max: int | None = None,
     ) -> None:
         self.relay = AppRelay(aiohttp_protocol)
         self._relaying: set[asyncio.Task] = set()  # held until done (the loop holds tasks weakly)
-        self.body_max = body_max
+        self.body_max = body_max  # of a hot request
+        # of a request for the app: its largest route limit (the app checks each route's own)
+        self.relay_body_max = body_max if relay_body_max is None else relay_body_max
+        assert self.relay_body_max >= body_max
         self.header_timeout_s = header_timeout_s
         self.connections: set[LeanProtocol] = set()
         self.draining = False
@@ -261,6 +267,8 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._in_message = False
+        self._linger_bytes = 0  # how much of a refused body we still read and drop
+        self._timer_close: asyncio.TimerHandle | None = None
         self._reset()
 
     def _ignoring(self) -> bool:
@@ -294,6 +302,8 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._timer_close is not None:
+            self._timer_close.cancel()
         self.transport = None
 
     def close_if_idle(self) -> None:
@@ -308,6 +318,9 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._done:
+            self._linger_bytes -= len(data)  # a refused body still arriving: dropped
+            if self._linger_bytes < 0:
+                self.close_now()
             return
         try:
             self.parser.feed_data(data)
@@ -328,7 +341,10 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
             return
         self._route, self._target = self.front.classify(self.parser.get_method(), self._url)
         length = self._headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.front.body_max:
+        # Hot routes take `body_max`; a relayed request is bounded by the app's largest
+        # limit here, and by its own route's limit in the app.
+        self.body_max = self.front.body_max if self._route else self.front.relay_body_max
+        if length is not None and length.isdigit() and int(length) > self.body_max:
             self._too_large()
             return
         if (
@@ -411,7 +427,10 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
                 )
             )
             if close:
-                self.close_now()
+                if self._linger_bytes > 0:
+                    self._linger()
+                else:
+                    self.close_now()
                 return
         held = self._held
         while held and self.transport is not None:
@@ -451,7 +470,20 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
         self._answer_and_close(request)
         request.problem(code, detail)
 
+    def _linger(self) -> None:
+        """After refusing a body that is still arriving, read and drop it for a while before
+        closing (as aiohttp's lingering close does): closing with unread input resets the
+        connection, and the client would see a broken pipe instead of our 413."""
+        assert self.transport is not None
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+        self._timer_close = self.loop.call_later(LINGER_S, self.close_now)
+
     def _too_large(self) -> None:
+        self._linger_bytes = LINGER_MAX_BYTES
         request = LeanRequest(
             self,
             self.parser.get_method(),

@@ -189,7 +189,7 @@ async def availability(request: web.Request) -> web.Response:
     as_of = state.model.as_of([c.name for c in state.topology.clients()])
     if as_of is None:
         raise ShardUnavailable("the availability read model is still loading")
-    # the same bytes as the front's hit path (`fastpath._availability`), from the same cache
+    # the same bytes as the front's hit path (`RouterFront._availability`), from the same cache
     pools = state.model.grid_json(region, date, kind)
     body = b'{"as_of": "%s", "pools": %s}' % (_rfc3339(as_of).encode(), pools)
     return web.Response(body=body, content_type="application/json")

@@ -18,11 +18,10 @@ from kazoo.client import KazooState
 from capsvc.cluster.directory import Directory
 from capsvc.cluster.zk import Zk, encode
 from capsvc.config import Config
-from capsvc.paths import runtime_dir
 from capsvc.router.app import RouterState, make_router_app
 from capsvc.router.auth import TokenChecker, load_tokens
-from capsvc.router.fastpath import FastPath, FrontProtocol
 from capsvc.router.feed import follow_all
+from capsvc.router.front import RouterFront
 from capsvc.router.read_model import ReadModel
 from capsvc.router.topology import ClusterTopology, LocalTopology
 from capsvc.tls import server_context
@@ -101,21 +100,16 @@ async def serve_router(config: Config, listen_fd: int) -> None:
     runner = web.AppRunner(app, access_log=None,
                            shutdown_timeout=config.supervisor.drain_timeout_ms / 1000)
     await runner.setup()
-    app_socket = runtime_dir(config) / "router.sock"
-    app_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    app_socket.unlink(missing_ok=True)
-    await web.UnixSite(runner, str(app_socket)).start()
-    fast = FastPath(state, str(app_socket), runner.server)
+    front = RouterFront(state, runner.server)
     loop = asyncio.get_running_loop()
-    front = await loop.create_server(lambda: FrontProtocol(fast), sock=sock, backlog=1024,
-                                     ssl=server_context(config))
+    server = await loop.create_server(front.protocol, sock=sock, backlog=1024,
+                                      ssl=server_context(config))
     log.info("router serving", extra={"address": f"{host}:{port}", "mode": topology.mode})
     await stop.wait()
     log.info("router draining")
-    front.close()  # stop accepting; requests in flight on open connections finish
-    await fast.drain(config.supervisor.drain_timeout_ms / 1000)
+    server.close()  # stop accepting; requests in flight on open connections finish
+    await front.drain(config.supervisor.drain_timeout_ms / 1000)
     await runner.cleanup()
-    app_socket.unlink(missing_ok=True)
     feeds.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await feeds

@@ -1,5 +1,5 @@
-"""The router's grid hit path answers the bytes the general response writer gave, for the
-same queries it accepted before."""
+"""The router's front (`capsvc.router.front`): the grid answers the bytes the aiohttp handler
+gives, for the same queries it accepted before, on the worker's connection class."""
 
 from __future__ import annotations
 
@@ -12,16 +12,10 @@ import pytest
 
 from capsvc.config import Config
 from capsvc.domain.ids import is_valid_id
+from capsvc.http.lean import LeanRequest
 from capsvc.http.parsing import is_date
-from capsvc.router import fastpath
-from capsvc.router.fastpath import (
-    FastPath,
-    FrontProtocol,
-    Request,
-    _rfc3339,
-    http_response,
-    valid_target,
-)
+from capsvc.router import front as front_module
+from capsvc.router.front import RouterFront, rfc3339, valid_target
 from capsvc.router.read_model import ReadModel
 
 DAY = "2026-12-01"
@@ -71,10 +65,10 @@ def test_the_availability_query_check_is_the_one_it_was(query):
 
 
 def test_remembered_queries_are_bounded(monkeypatch):
-    monkeypatch.setattr(fastpath, "GRID_QUERIES_MAX", 8)
+    monkeypatch.setattr(front_module, "GRID_QUERIES_MAX", 8)
     for i in range(50):
-        fastpath.availability_query(b"region=q%d&date=2026-12-01" % i)
-        assert len(fastpath._grid_queries) <= 8
+        front_module.availability_query(b"region=q%d&date=2026-12-01" % i)
+        assert len(front_module._grid_queries) <= 8
 
 
 class _Topology:
@@ -82,9 +76,11 @@ class _Topology:
         return [SimpleNamespace(name="w0")]
 
 
-def _fast(model: ReadModel) -> FastPath:
-    state = SimpleNamespace(topology=_Topology(), model=model, config=Config())
-    return FastPath(state, "/nonexistent.sock", lambda: None)
+def _front(model: ReadModel) -> RouterFront:
+    state = SimpleNamespace(
+        topology=_Topology(), model=model, config=Config(), requests=_Metrics(), latency=_Metrics()
+    )
+    return RouterFront(state, lambda: None)
 
 
 def _model() -> ReadModel:
@@ -124,7 +120,6 @@ def _model() -> ReadModel:
     return model
 
 
-@pytest.mark.parametrize("keep_alive", [True, False])
 @pytest.mark.parametrize(
     "query,kind",
     [
@@ -134,45 +129,49 @@ def _model() -> ReadModel:
         (b"region=zz&date=2026-12-01", None),
     ],
 )
-def test_a_grid_answer_is_byte_for_byte_what_the_response_writer_gave(keep_alive, query, kind):
-    model = _model()
-    fast = _fast(model)
-    region = parse_qs(query.decode())["region"][0]
-    request = Request(
-        b"GET", b"/v1/availability?" + query, {}, b"", keep_alive, "availability", None
+def test_a_grid_answer_is_byte_for_byte_what_the_aiohttp_handler_gives(query, kind):
+    async def scenario() -> None:
+        model = _model()
+        front = _front(model)
+        region = parse_qs(query.decode())["region"][0]
+        for _ in range(2):  # rendered, then cached
+            request = _request(b"/v1/availability?" + query, b"req-1")
+            front.handle(request)
+            body = (
+                b'{"as_of": "'
+                + rfc3339(model.as_of(["w0"]))
+                + b'", "pools": '
+                + json.dumps(model.grid(region, DAY, kind)).encode()
+                + b"}"
+            )
+            assert request.status == 200
+            assert request.head == b"Content-Type: application/json\r\nX-Request-Id: req-1\r\n"
+            assert request.payload == body
+            assert json.loads(body)["as_of"] == "2026-11-18T11:06:40.123Z"
+
+    asyncio.run(scenario())
+
+
+def _request(url: bytes, request_id: bytes) -> LeanRequest:
+    return LeanRequest(
+        None, b"GET", url, {b"x-request-id": request_id}, b"", True, "availability", None
     )
-    for _ in range(2):  # rendered, then cached
-        status, data = fast._availability(request, b"req-1")
-        body = (
-            b'{"as_of": "'
-            + _rfc3339(model.as_of(["w0"]))
-            + b'", "pools": '
-            + json.dumps(model.grid(region, DAY, kind)).encode()
-            + b"}"
-        )
-        expected = http_response(
-            200,
-            [(b"Content-Type", b"application/json"), (b"X-Request-Id", b"req-1")],
-            body,
-            keep_alive,
-        )
-        assert (status, data) == (200, expected)
-        assert json.loads(body)["as_of"] == "2026-11-18T11:06:40.123Z"
 
 
 def test_a_model_still_loading_answers_the_problem_it_did():
-    fast = _fast(ReadModel(shard_count=1))
-    request = Request(
-        b"GET", b"/v1/availability?region=r&date=2026-12-01", {}, b"", True, "availability", None
-    )
-    status, data = fast._availability(request, b"req-2")
-    assert status == 503
-    assert (
-        data
-        == fastpath.problem_response(
-            "shard_unavailable", "the availability read model is still loading", b"req-2", True, 1
-        )[1]
-    )
+    async def scenario() -> None:
+        front = _front(ReadModel(shard_count=1))
+        request = _request(b"/v1/availability?region=r&date=2026-12-01", b"req-2")
+        front.handle(request)
+        assert request.status == 503
+        assert request.head.startswith(b"Retry-After: 1\r\n")
+        assert b"X-Request-Id: req-2\r\n" in request.head
+        assert b"application/problem+json; charset=utf-8" in request.head
+        problem = json.loads(request.payload)
+        assert problem["code"] == "shard_unavailable"
+        assert problem["detail"] == "the availability read model is still loading"
+
+    asyncio.run(scenario())
 
 
 class _Transport:
@@ -202,9 +201,8 @@ def _grid_request(region: str, extra: str = "") -> bytes:
 
 def test_pipelined_grid_requests_are_answered_in_order_and_close_is_honoured():
     async def scenario() -> list[bytes]:
-        fast = _fast(_model())
-        fast.state.requests = fast.state.latency = _Metrics()
-        protocol = FrontProtocol(fast)
+        front = _front(_model())
+        protocol = front.protocol()
         transport = _Transport()
         protocol.connection_made(transport)
         protocol.data_received(
@@ -229,7 +227,7 @@ def test_pipelined_grid_requests_are_answered_in_order_and_close_is_honoured():
         b"zz",
         b"r",
     ]
-    assert b"Connection: keep-alive" in written[0] and b"Connection: close" in written[2]
+    assert b"Connection:" not in written[0] and b"Connection: close" in written[2]
 
 
 class _Metrics:
