@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from load.bench.results import SYSTEMS, WORKLOADS, Results
+from load.bench.results import CAPSVC_SYSTEMS, REDIS_SYSTEM, SYSTEMS, WORKLOADS, Results
 from load.bench.workloads import GRID_READS, RELEASES, RESERVES
 
 GIB = 2**30
@@ -57,6 +57,15 @@ def error_lines(results: Results) -> list[str]:
     return lines or ["- none"]
 
 
+def _ratios(results: Results, workload: str, against: dict) -> list[str]:
+    """capsvc-router's and capsvc-worker's saturation throughput over `against`'s."""
+    cells = []
+    for system in CAPSVC_SYSTEMS:
+        m = results.summary(workload, system)
+        cells.append(f"{m['saturation_rps'] / against['saturation_rps']:.2f}x" if m else "n/a")
+    return cells
+
+
 def ratio_table(results: Results) -> list[str]:
     lines = ["| workload | strongest PostgreSQL variant | its req/s | capsvc-router / it "
              "| capsvc-worker / it |", "|---|---|---|---|---|"]
@@ -65,11 +74,21 @@ def ratio_table(results: Results) -> list[str]:
         if best is None:
             continue
         name, pg = best
-        cells = []
-        for system in ("capsvc-router", "capsvc-worker"):
-            m = results.summary(workload, system)
-            cells.append(f"{m['saturation_rps'] / pg['saturation_rps']:.2f}x" if m else "n/a")
+        cells = _ratios(results, workload, pg)
         lines.append(f"| {workload} | {name} | {_n(pg['saturation_rps'])} | {cells[0]} "
+                     f"| {cells[1]} |")
+    return lines
+
+
+def redis_ratio_table(results: Results) -> list[str]:
+    lines = [f"| workload | {REDIS_SYSTEM} req/s | capsvc-router / it | capsvc-worker / it |",
+             "|---|---|---|---|"]
+    for workload in WORKLOADS:
+        redis = results.summary(workload, REDIS_SYSTEM)
+        if redis is None:
+            continue
+        cells = _ratios(results, workload, redis)
+        lines.append(f"| {workload} | {_n(redis['saturation_rps'])} | {cells[0]} "
                      f"| {cells[1]} |")
     return lines
 
@@ -192,8 +211,12 @@ def render(results: Results, header: list[str]) -> str:
              *throughput_table(results), "", "Errors (non-2xx answers by status; "
              "'timeout': no answer within 5 s of the end of the cell):", "",
              *error_lines(results), "", "## capsvc against the strongest PostgreSQL "
-             "variant (saturation throughput)", "", *ratio_table(results), "",
-             "## Where the CPU goes", "", *cpu_table(results)]
+             "variant (saturation throughput)", "", *ratio_table(results), ""]
+    redis = redis_ratio_table(results)
+    if len(redis) > 2:  # some workload ran on redis-lua
+        lines += [f"## capsvc against {REDIS_SYSTEM} (Redis, the rule in a Lua script; "
+                  "saturation throughput)", "", *redis, ""]
+    lines += ["## Where the CPU goes", "", *cpu_table(results)]
     if results.recovery:
         lines += ["", "## Recovery", "", *recovery_lines(results.recovery)]
     if results.memory:

@@ -6,8 +6,10 @@ import statistics
 from dataclasses import dataclass, field
 
 WORKLOADS = ("uniform", "hot", "grid-mix")
-SYSTEMS = ("capsvc-router", "capsvc-worker", "pg-tx", "pg-cte", "pg-occ")
+SYSTEMS = ("capsvc-router", "capsvc-worker", "pg-tx", "pg-cte", "pg-occ", "redis-lua")
 PG_SYSTEMS = ("pg-tx", "pg-cte", "pg-occ")
+CAPSVC_SYSTEMS = ("capsvc-router", "capsvc-worker")
+REDIS_SYSTEM = "redis-lua"
 
 
 @dataclass

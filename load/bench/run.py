@@ -1,5 +1,6 @@
-"""The benchmark: capsvc (through the router and straight at one worker) and three classical
-PostgreSQL designs, side by side in one run on this machine; then recovery and memory.
+"""The benchmark: capsvc (through the router and straight at one worker), three classical
+PostgreSQL designs and Redis with a Lua script, side by side in one run on this machine; then
+recovery and memory.
 
     .venv/bin/python -m load.bench            # full: 3 rounds, 1M-event shard, 100k pools
     .venv/bin/python -m load.bench --quick    # 1 round, short cells, smaller storage runs
@@ -28,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from load.bench import memory, recovery, report
+from load.bench import memory, recovery, redis_server, report
 from load.bench.procstat import cpu_snapshot
 from load.bench.results import WORKLOADS, Cell, Results
-from load.bench.systems import System, capsvc_systems, classical_systems
+from load.bench.systems import System, capsvc_systems, classical_systems, redis_systems
 from load.bench.wrk import WrkResult, run_wrk, wrk_available
 from load.service import REPO
 
@@ -157,8 +158,11 @@ def header(settings: Settings, argv: list[str], pg_version: str, started: dt.dat
         f"- PostgreSQL {pg_version} (Debian), default durable settings (fsync, "
         "synchronous_commit on), private cluster on a temp directory; classical app: "
         "aiohttp + asyncpg, 2 processes x 16 connections",
-        "- capsvc: 2 workers, 64 shards, synchronous=FULL; router, workers, PostgreSQL and the "
-        "load generators all on this machine",
+        f"- redis-lua: Redis {redis_server.version()} (Debian), appendonly yes, appendfsync "
+        "always, private server on a temp directory; the same app over redis-py, the rule in "
+        "one Lua script (EVALSHA), 2 processes x 16 connections",
+        "- capsvc: 2 workers, 64 shards, synchronous=FULL; router, workers, PostgreSQL, Redis "
+        "and the load generators all on this machine",
         f"- {settings.rounds} round(s); saturation: wrk -t1 -c{settings.connections} "
         f"{settings.saturation_s:g} s; latency: open loop {settings.fixed_s:g} s at {rates}; "
         f"load generators pinned to CPUs: {settings.load_cpus or 'no'}",
@@ -205,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             router, worker, _ = stack.enter_context(capsvc_systems(settings.rounds))
             classical, cluster = stack.enter_context(classical_systems(settings.rounds))
+            redis_lua, _ = stack.enter_context(redis_systems(settings.rounds))
             pg_version = cluster.setting("server_version")
-            systems = [router, worker, *classical]
+            systems = [router, worker, *classical, *redis_lua]
             if args.systems:
                 systems = [s for s in systems if s.name in args.systems.split(",")]
             chosen = tuple(args.workloads.split(",")) if args.workloads else WORKLOADS

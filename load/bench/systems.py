@@ -4,10 +4,13 @@
 - `capsvc-worker`: the same instance, straight at worker 0's plain-HTTP port (its pools only):
   the difference is what the router costs;
 - `pg-tx`, `pg-cte`, `pg-occ`: the classical service (load/bench/classical), 2 processes per
-  variant (SO_REUSEPORT), each variant with its own database in one private PostgreSQL cluster.
+  variant (SO_REUSEPORT), each variant with its own database in one private PostgreSQL cluster;
+- `redis-lua`: the same service over a private Redis (appendonly, appendfsync always), the rule
+  in a Lua script (load/bench/classical/redis_store.py), 2 processes.
 
 CPU is accounted per system over its whole process tree: supervisor, router and workers for
-capsvc; the app processes plus the postmaster and all its backends for PostgreSQL.
+capsvc; the app processes plus the postmaster and all its backends for PostgreSQL; the app
+processes plus redis-server (and any AOF-rewrite child) for Redis.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import asyncpg
 
 from load import fixtures
 from load.bench import procstat, workloads
-from load.bench.classical import schema
+from load.bench.classical import redis_store, schema
 from load.bench.postgres import PostgresCluster
+from load.bench.redis_server import RedisServer
 from load.service import REPO, CapsvcProcess, free_port_block, http_status
 
 SHARDS, WORKERS = 64, 2
@@ -131,6 +135,39 @@ def classical_systems(rounds: int) -> Iterator[tuple[list[System], PostgresClust
         for process in processes:
             process.wait(10)
         cluster.stop()
+
+
+@contextlib.contextmanager
+def redis_systems(rounds: int) -> Iterator[tuple[list[System], RedisServer]]:
+    """`redis-lua`: a private redis-server and the classical app's processes over it."""
+    name = redis_store.VARIANT
+    server = RedisServer(free_port_block(1)).start()
+    processes: list[subprocess.Popen] = []
+    try:
+        uniform = workloads.uniform_pools()
+        hot = hot_pools_for(name, rounds)
+        redis_store.create(server.url, uniform + hot)
+        port = free_port_block(1)
+        processes += [
+            subprocess.Popen(
+                [sys.executable, "-m", "load.bench.classical", "--variant", name,
+                 "--redis-url", server.url, "--port", str(port),
+                 "--pool-size", str(CLASSICAL_POOL_SIZE)], cwd=REPO)
+            for _ in range(CLASSICAL_PROCESSES)
+        ]
+
+        def groups() -> dict[str, list[int]]:
+            return {"app": [p.pid for p in processes], "redis": procstat.tree([server.pid])}
+
+        system = System(name, f"http://127.0.0.1:{port}", groups, uniform, hot)
+        _wait_healthy([system.url])
+        yield [system], server
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)
+        server.stop()
 
 
 def _wait_healthy(urls: list[str], timeout_s: float = 30) -> None:

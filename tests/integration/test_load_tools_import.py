@@ -19,9 +19,15 @@ MODULES = sorted(
 
 
 def test_the_load_tools_are_found():
-    assert {"load.service", "load.bench.run", "load.bench.recovery", "load.run_locust"} <= set(
-        MODULES
-    )
+    assert {
+        "load.service",
+        "load.bench.run",
+        "load.bench.recovery",
+        "load.run_locust",
+        "load.bench.systems",
+        "load.bench.redis_server",
+        "load.bench.classical.redis_store",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -2,9 +2,10 @@
 (minus the admin routes: the benchmark loads its data with COPY).
 
     python -m load.bench.classical --variant cte --port 9000 --dsn postgresql://...
+    python -m load.bench.classical --variant redis-lua --port 9001 --redis-url redis://...
 
 Start several processes on the same port (SO_REUSEPORT) to use several cores; each has its own
-asyncpg pool.
+asyncpg pool (or redis-py connection pool).
 """
 
 from __future__ import annotations
@@ -15,14 +16,28 @@ import datetime as dt
 import json
 import re
 import time
+from typing import Protocol
 
 import asyncpg
 import uvloop
 from aiohttp import web
 
-from load.bench.classical.store import STORES, Rejected, Store
+from load.bench.classical import redis_store
+from load.bench.classical.store import STORES, Rejected
 
-STORE = web.AppKey("store", Store)
+
+class Answers(Protocol):
+    """What the routes ask a store (store.Store over PostgreSQL, redis_store.RedisStore)."""
+
+    async def reserve(self, pool_id: str, slot_id: str, units: int,
+                      key: str | None) -> tuple[dict, bool]: ...
+
+    async def release(self, reservation_id: int) -> dict: ...
+
+    async def availability(self, region: str, date: dt.date, kind: str | None) -> str: ...
+
+
+STORE = web.AppKey("store", Answers)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
@@ -85,10 +100,14 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
 
-async def serve(variant: str, dsn: str, port: int, pool_size: int) -> None:
-    pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size)
+async def serve(variant: str, url: str, port: int, pool_size: int) -> None:
+    """`url`: the PostgreSQL DSN, or for redis-lua the Redis URL."""
     app = web.Application()
-    app[STORE] = STORES[variant](pool)
+    if variant == redis_store.VARIANT:
+        app[STORE] = await redis_store.RedisStore.connect(url, pool_size)
+    else:
+        pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
+        app[STORE] = STORES[variant](pool)
     app.router.add_post("/v1/pools/{pool_id}/reservations", reserve)
     app.router.add_delete("/v1/reservations/{reservation_id}", release)
     app.router.add_get("/v1/availability", availability)
@@ -101,9 +120,16 @@ async def serve(variant: str, dsn: str, port: int, pool_size: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--variant", choices=sorted(STORES), required=True)
-    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--variant", choices=[*sorted(STORES), redis_store.VARIANT],
+                        required=True)
+    parser.add_argument("--dsn", help="PostgreSQL (the tx, cte and occ variants)")
+    parser.add_argument("--redis-url", help="Redis, redis://host:port/db (the redis-lua "
+                        "variant)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pool-size", type=int, default=16, help="connections per process")
     args = parser.parse_args(argv)
-    uvloop.run(serve(args.variant, args.dsn, args.port, args.pool_size))
+    redis = args.variant == redis_store.VARIANT
+    url = args.redis_url if redis else args.dsn
+    if not url:
+        parser.error(f"--variant {args.variant} needs {'--redis-url' if redis else '--dsn'}")
+    uvloop.run(serve(args.variant, url, args.port, args.pool_size))
