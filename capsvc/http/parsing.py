@@ -98,7 +98,11 @@ def query_date(request: web.Request, name: str, *, required: bool) -> str | None
 
 
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    value = request.query.get(name)
+    return int_parameter(name, request.query.get(name), default, low, high)
+
+
+def int_parameter(name: str, value: str | None, default: int, low: int, high: int) -> int:
+    """A query parameter that must be an integer in low..high (`default` when absent)."""
     if value is None:
         return default
     if not _DIGITS.fullmatch(value) or not low <= int(value) <= high:

@@ -19,13 +19,12 @@ from aiohttp import web
 from capsvc.config import Config
 from capsvc.domain import commands as cmd
 from capsvc.domain import rejections as rj
-from capsvc.domain.pool import Pool
-from capsvc.domain.views import availability_view, pool_view, reservation_view
+from capsvc.domain.views import pool_view, reservation_view
 from capsvc.errors import ShardUnavailable, UpstreamTimeout
 from capsvc.http import parsing
 from capsvc.http.json_body import json_text
 from capsvc.http.problems import error_problem, problem, problem_middleware, rejection_problem
-from capsvc.http.routes import ACTOR_HEADER, INTERNAL_FEED, INTERNAL_POOLS, INTERNAL_STATUS, ROUTES
+from capsvc.http.routes import ACTOR_HEADER, INTERNAL_POOLS, INTERNAL_STATUS, ROUTES
 from capsvc.planning.history import fold_until
 from capsvc.shard.shard import CommandResult, Shard, ShardState
 from capsvc.sharding import shard_for_pool
@@ -216,99 +215,7 @@ async def admin_get_pool(request: web.Request) -> web.Response:
     return _json({**pool_view(past), "as_of": as_of})
 
 
-# -- internal routes (router only) ---------------------------------------------------------
-def _positions(raw: str) -> dict[int, int]:
-    positions = {}
-    for part in filter(None, raw.split(",")):
-        shard, _, seq = part.partition(":")
-        if not (shard.isdigit() and seq.isdigit()):
-            raise parsing.bad_parameter("since", "must be shard:seq,shard:seq,...")
-        positions[int(shard)] = int(seq)
-    return positions
-
-
-async def feed(request: web.Request) -> web.Response:
-    """Pools changed since the router's per-shard positions; waits a little if none did.
-
-    With `rows=1` (routers that read compact rows) each pool is a `_feed_row`, not a whole
-    view, and a ready shard with nothing new is only listed in `unchanged`."""
-    shards: dict[int, Shard] = request.app[SHARDS]
-    positions = _positions(request.query.get("since", ""))
-    wait_ms = parsing.query_int(
-        request, "wait_ms", 0, 0, request.app[CONFIG].read_model.feed_wait_ms
-    )
-    limit = parsing.query_int(request, "limit", 2000, 1, 100_000)
-    compact = request.query.get("rows") == "1"
-    changed: asyncio.Event = request.app[CHANGED]
-    deadline = time.monotonic() + wait_ms / 1000
-    while True:
-        changed.clear()
-        if any(s.last_seq != positions.get(i, -1) for i, s in shards.items()):
-            break
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            async with asyncio.timeout(remaining):
-                await changed.wait()
-        except TimeoutError:
-            break
-    out: dict[str, Any] = {}
-    unchanged = []
-    for shard_id, shard in shards.items():
-        since = positions.get(shard_id, 0)
-        full = since <= 0 or since > shard.last_seq  # unknown position: send everything
-        pools = []
-        if shard.state is ShardState.FAILED:
-            position, full = since, False  # its memory is not trustworthy: send nothing
-        else:
-            pool_ids, position = shard.changes_since(0 if full else since, limit)
-            render = _feed_row if compact else availability_view
-            for pool_id in pool_ids:
-                pool = shard.read_pool(pool_id)
-                if pool is not None:
-                    pools.append(render(pool))
-        if (
-            compact
-            and not pools
-            and not full
-            and position == since
-            and shard.state is ShardState.READY
-        ):
-            unchanged.append(shard_id)
-            continue
-        out[str(shard_id)] = {
-            "state": shard.state.value,
-            "epoch": shard.epoch,
-            "position": position,
-            "last_seq": shard.last_seq,
-            "full": full,
-            "rows" if compact else "pools": pools,
-        }
-    answer = {"worker": request.app[WORKER_INDEX], "shards": out}
-    if compact:
-        answer["unchanged"] = unchanged
-    return _json(answer)
-
-
-def _feed_row(pool: Pool) -> list[Any]:
-    """A pool as the router's read model keeps it (`ReadModel._entry_from_row`): about a
-    tenth of the work of a whole view, and half its bytes."""
-    return [
-        pool.pool_id,
-        pool.kind,
-        pool.region,
-        pool.date,
-        pool.version,
-        pool.total_capacity,
-        pool.total_reserved,
-        [
-            [s.slot_id, s.starts_at, s.ends_at, s.capacity, s.reserved, s.open]
-            for s in pool.slots.values()
-        ],
-    ]
-
-
+# -- internal routes (router only; the feed is the lean front's: feed.py) ----------------
 def shard_status(shard: Shard) -> dict[str, Any]:
     return {
         "shard": shard.shard_id,
@@ -403,7 +310,6 @@ def make_worker_app(
     for route in ROUTES:
         if route.target in ("pool", "reservation"):
             app.router.add_route(route.method, route.path, handlers[route.name])
-    app.router.add_get(INTERNAL_FEED, feed)
     app.router.add_get(INTERNAL_STATUS, status)
     app.router.add_get(INTERNAL_POOLS, list_pools)
     install_ops(app, config, shards, worker_index)  # metrics, request ids, backup, probe

@@ -33,9 +33,10 @@ from capsvc.http import parsing
 from capsvc.http.json_body import json_bytes
 from capsvc.http.lean import JSON, PROBLEM_JSON, LeanFront, LeanRequest
 from capsvc.http.problems import problem_json
-from capsvc.http.routes import ROUTES
+from capsvc.http.routes import INTERNAL_FEED, ROUTES
 from capsvc.shard.shard import CommandResult, Shard
 from capsvc.sharding import shard_for_pool
+from capsvc.worker import feed
 from capsvc.worker.app import input_limits, new_nonce, now_ms
 from capsvc.worker.metrics import WorkerMetrics
 
@@ -45,12 +46,16 @@ _PATHS = {r.name: r.path for r in ROUTES}  # metric labels: the routes' canonica
 _JSON_HEAD = b"Content-Type: " + JSON + b"\r\n"
 _REPLAYED = b"Idempotent-Replayed: true\r\n"
 _NOT_APPLIED = b"X-Capsvc-Not-Applied: true\r\n"
+FEED_PATH = INTERNAL_FEED.encode()
 
 
 def classify(method: bytes, url: bytes) -> tuple[str | None, str | None]:
-    """(route name, pool id or reservation id) for a hot request with a valid id; anything
-    unusual (percent-encoding, a bad id) is aiohttp's, which answers the right problem."""
+    """(route name, pool id or reservation id) for a hot request with a valid id, and the
+    router's feed poll; anything unusual (percent-encoding, a bad id) is aiohttp's, which
+    answers the right problem."""
     path = url.partition(b"?")[0]
+    if path == FEED_PATH and method == b"GET":
+        return "feed", None
     if b"%" in path:
         return None, None
     parts = path.split(b"/")
@@ -85,6 +90,9 @@ class WorkerFront(LeanFront):
         metrics: WorkerMetrics,
         aiohttp_protocol: Any,
         secret: str | None = None,
+        *,
+        changed: asyncio.Event,
+        worker_index: int,
     ) -> None:
         super().__init__(
             aiohttp_protocol,
@@ -100,12 +108,16 @@ class WorkerFront(LeanFront):
         self.secret = secret.encode() if secret else None
         self.loop = asyncio.get_running_loop()
         self._children: dict[tuple[str, bytes, int], tuple[Any, Any]] = {}
-        self._reading: set[asyncio.Task] = set()
+        self._reading: set[asyncio.Task] = set()  # reads and feed polls, held until done
+        self.changed = changed  # set on every commit: wakes feed polls
+        self.worker_index = worker_index
+        self.feed_wait_max_ms = config.read_model.feed_wait_ms
         self._handlers = {
             "reserve": self._reserve,
             "release": self._release,
             "get_pool": self._get_pool,
             "get_reservation": self._get_reservation,
+            "feed": self._feed,
         }
 
     def classify(self, method: bytes, url: bytes) -> tuple[str | None, str | None]:
@@ -211,9 +223,24 @@ class WorkerFront(LeanFront):
 
     def _get_reservation(self, request: LeanRequest) -> None:
         # A task: the pool's snapshot may turn out damaged, and then the writer rebuilds it.
-        task = self.loop.create_task(self._read_reservation(request))
+        self._hold(self.loop.create_task(self._read_reservation(request)))
+
+    def _hold(self, task: asyncio.Task) -> None:
         self._reading.add(task)  # held until done (the loop holds tasks weakly)
         task.add_done_callback(self._reading.discard)
+
+    def _feed(self, request: LeanRequest) -> None:
+        query = feed.parse_query(request.path.partition(b"?")[2], self.feed_wait_max_ms)
+        self._hold(self.loop.create_task(self._answer_feed(request, query)))
+
+    async def _answer_feed(self, request: LeanRequest, query: feed.FeedQuery) -> None:
+        try:
+            await feed.wait_for_change(self.shards, query, self.changed)
+            answer = feed.feed_answer(self.shards, query, self.worker_index)
+        except Exception as e:  # a bug: answer 500 rather than leave the poll hanging
+            self._failed(request, e)
+            return
+        self._json(request, 200, answer)
 
     async def _read_reservation(self, request: LeanRequest) -> None:
         try:
@@ -265,7 +292,8 @@ class WorkerFront(LeanFront):
         if request_id is not None:
             head += b"X-Request-Id: " + request_id + b"\r\n"
         request.reply(status, head, payload)
-        self._observe(request, status, code, request_id)
+        if request.route != "feed":  # the router's own plumbing is not a client request
+            self._observe(request, status, code, request_id)
 
     def _observe(
         self, request: LeanRequest, status: int, code: str | None, request_id: bytes | None

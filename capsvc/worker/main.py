@@ -149,7 +149,15 @@ async def serve_worker(config: Config, index: int) -> None:
     # The lean front answers the hot routes and hands everything else to the app. The TCP
     # port (routers on other hosts) gets it too: their hot requests are the same requests,
     # TLS lives in the transport below it, and the front checks the cluster secret itself.
-    front = WorkerFront(config, host.shards, app[METRICS], runner.server, secret)
+    front = WorkerFront(
+        config,
+        host.shards,
+        app[METRICS],
+        runner.server,
+        secret,
+        changed=app[CHANGED],
+        worker_index=index,
+    )
     path = worker_socket(config, index)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _remove_stale_socket(path)

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from capsvc.config import Config
 from capsvc.shard.shard import Shard
 from capsvc.sharding import shard_for_pool
-from capsvc.worker.app import make_worker_app
+from capsvc.worker.app import CHANGED, make_worker_app
 from capsvc.worker.fastpath import WorkerFront
 from capsvc.worker.main import ShardHost
 from capsvc.worker.ops_routes import METRICS
@@ -85,7 +85,13 @@ class InProcessWorker:
         await self.runner.setup()
         if self.lean:
             self.front = WorkerFront(
-                self.config, self.host.shards, self.app[METRICS], self.runner.server, self.secret
+                self.config,
+                self.host.shards,
+                self.app[METRICS],
+                self.runner.server,
+                self.secret,
+                changed=self.app[CHANGED],
+                worker_index=0,
             )
             self.server = await asyncio.get_running_loop().create_unix_server(
                 self.front.protocol, self.socket
@@ -404,7 +410,7 @@ def test_other_requests_are_answered_by_the_app_on_the_same_keep_alive_connectio
         assert reader.read(len(requests) + 1)[-1].status == 200 and not reader.closed
 
 
-def test_a_long_poll_relayed_to_the_app_keeps_its_place_in_the_answer_order(worker):
+def test_a_long_poll_keeps_its_place_in_the_answer_order(worker):
     """A read-model feed poll that waits (nothing changes) is answered before the hot request
     pipelined behind it, which waits for it; and a HEAD request is answered without a body."""
     status = exchange(worker, http("GET", "/internal/status"))[0].json()

@@ -9,7 +9,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+import tempfile
+
+import aiohttp
+from aiohttp import web
 
 from capsvc.config import Config
 from capsvc.domain import commands as cmd
@@ -18,7 +21,9 @@ from capsvc.http.routes import INTERNAL_FEED
 from capsvc.router.read_model import ReadModel
 from capsvc.shard.shard import Shard, ShardSettings
 from capsvc.storage.memory_log import MemoryEventLog
-from capsvc.worker.app import make_worker_app
+from capsvc.worker.app import CHANGED, make_worker_app
+from capsvc.worker.fastpath import WorkerFront
+from capsvc.worker.ops_routes import METRICS
 
 NOW = 1_900_000_000_000
 DAY = "2030-01-01"
@@ -36,7 +41,7 @@ def _reserve(pool_id: str, n: int) -> cmd.ReserveCapacity:
     return cmd.ReserveCapacity(pool_id, "a", 1, None, None, f"{n:08x}", NOW)
 
 
-Scenario = Callable[[TestClient, dict[int, Shard]], Awaitable[None]]
+Scenario = Callable[[aiohttp.ClientSession, dict[int, Shard]], Awaitable[None]]
 
 
 def _with_worker(scenario: Scenario) -> None:
@@ -48,15 +53,27 @@ def _with_worker(scenario: Scenario) -> None:
             )
             await shards[shard_id].start()
         app = make_worker_app(Config(), shards, 0)
-        async with TestClient(TestServer(app)) as client:
-            await scenario(client, shards)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        front = WorkerFront(
+            Config(), shards, app[METRICS], runner.server, changed=app[CHANGED], worker_index=0
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/worker.sock"  # the feed is the lean front's, on a real socket
+            server = await asyncio.get_running_loop().create_unix_server(front.protocol, path)
+            connector = aiohttp.UnixConnector(path=path)
+            async with aiohttp.ClientSession("http://worker", connector=connector) as client:
+                await scenario(client, shards)
+            server.close()
+            await front.drain(1.0)
+        await runner.cleanup()
         for shard in shards.values():
             await shard.drain()
 
     asyncio.run(asyncio.wait_for(main(), timeout=30))
 
 
-async def _feed(client: TestClient, model: ReadModel | None, query: str) -> dict[str, Any]:
+async def _feed(client: aiohttp.ClientSession, model: ReadModel | None, query: str) -> dict[str, Any]:
     since = model.since_parameter() if model is not None else ""
     response = await client.get(f"{INTERNAL_FEED}?wait_ms=0&{query}&since={since}")
     assert response.status == 200
@@ -72,7 +89,7 @@ async def _submit(shard: Shard, command: cmd.Command) -> None:
 
 
 def test_rows_build_the_model_whole_views_built_and_unchanged_shards_are_only_listed():
-    async def scenario(client: TestClient, shards: dict[int, Shard]) -> None:
+    async def scenario(client: aiohttp.ClientSession, shards: dict[int, Shard]) -> None:
         await _submit(shards[0], _define("p1"))
         await _submit(shards[0], _define("p2", total=3))
         await _submit(shards[1], _define("q1", date="2030-01-02"))
@@ -101,7 +118,7 @@ def test_rows_build_the_model_whole_views_built_and_unchanged_shards_are_only_li
 
 
 def test_a_router_that_asks_without_rows_gets_whole_views_for_every_shard():
-    async def scenario(client: TestClient, shards: dict[int, Shard]) -> None:
+    async def scenario(client: aiohttp.ClientSession, shards: dict[int, Shard]) -> None:
         await _submit(shards[0], _define("p1"))
         answer = await _feed(client, None, "")
         assert "unchanged" not in answer and set(answer["shards"]) == {"0", "1"}
@@ -133,7 +150,7 @@ def test_a_router_that_asks_without_rows_gets_whole_views_for_every_shard():
 
 
 def test_the_first_load_pages_and_the_model_is_current_only_after_the_last_page():
-    async def scenario(client: TestClient, shards: dict[int, Shard]) -> None:
+    async def scenario(client: aiohttp.ClientSession, shards: dict[int, Shard]) -> None:
         for i in range(5):
             await _submit(shards[0], _define(f"p{i}"))
         model = ReadModel(shard_count=2)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from capsvc.domain.pool import KeyRetention, Pool, Slot
 from capsvc.domain.views import availability_view
 from capsvc.router.read_model import ReadModel
-from capsvc.worker.app import _feed_row
+from capsvc.worker.feed import feed_row as _feed_row
 
 DAY = "2026-12-01"
 

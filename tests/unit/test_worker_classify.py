@@ -1,5 +1,6 @@
 """Which requests the worker's lean front answers itself (`fastpath.classify`): exactly the
-four hot routes of the route table, with a valid id; everything else is the aiohttp app's."""
+four hot routes of the route table, with a valid id, and the router's feed poll; everything
+else is the aiohttp app's."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
-from capsvc.http.routes import ROUTES
+from capsvc.http.routes import INTERNAL_FEED, ROUTES
 from capsvc.worker.fastpath import classify
 
 HOT = {r.name: r for r in ROUTES if r.name in ("reserve", "release", "get_pool", "get_reservation")}
@@ -18,6 +19,8 @@ segment = st.text(alphabet="aZ09._:-~%?/ ", min_size=0, max_size=12)
 def _expected(method: bytes, url: bytes) -> tuple[str | None, str | None]:
     """The route table read literally: the template with its one parameter filled in."""
     path = url.partition(b"?")[0].decode("latin-1")
+    if method == b"GET" and path == INTERNAL_FEED:
+        return "feed", None  # the router's feed poll
     for name, route in HOT.items():
         if route.method.encode() != method:
             continue
@@ -48,6 +51,7 @@ def _expected(method: bytes, url: bytes) -> tuple[str | None, str | None]:
             "/v1/pools/{}/",
             "/v2/pools/{}",
             "{}",
+            "/internal/feed{}",
         ]
     ),
     target=st.one_of(
@@ -62,6 +66,7 @@ def test_classify_is_the_route_table_for_hot_routes(method, shape, target, query
 
 
 def test_examples():
+    assert classify(b"GET", b"/internal/feed?since=0:1&rows=1") == ("feed", None)
     assert classify(b"POST", b"/v1/pools/p-1/reservations") == ("reserve", "p-1")
     assert classify(b"GET", b"/v1/pools/p-1?x=1") == ("get_pool", "p-1")
     assert classify(b"DELETE", b"/v1/reservations/p~1.0123456789ab") == (
@@ -78,7 +83,7 @@ def test_examples():
         (b"GET", b"/v1/reservations/no-tilde"),
         (b"PUT", b"/v1/pools/p"),
         (b"GET", b"/v1/admin/pools/p"),
-        (b"GET", b"/internal/feed"),
+        (b"POST", b"/internal/feed"),
         (b"GET", b"/v1/pools/p/"),
         (b"HEAD", b"/v1/pools/p"),
     ):
