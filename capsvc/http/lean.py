@@ -328,7 +328,7 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
             self._finish_after_answers()  # no protocol switches here
         except httptools.HttpParserError:
             if not self._done:
-                self._refuse("malformed_json", "the request is not valid HTTP/1.1")
+                self._refuse("malformed_request", "the request is not valid HTTP/1.1")
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -338,6 +338,12 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         if self._done:
+            return
+        if self.parser.get_http_version() not in ("1.1", "1.0"):
+            self._refuse(
+                "http_version_not_supported",
+                f"HTTP/{self.parser.get_http_version()} is not spoken here: use HTTP/1.1",
+            )
             return
         self._route, self._target = self.front.classify(self.parser.get_method(), self._url)
         length = self._headers.get(b"content-length")

@@ -34,6 +34,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     rj.IDEMPOTENCY_KEY_REUSED: (422, "Idempotency key reused"),
     rj.RESERVATION_NOT_FOUND: (404, "Reservation not found"),
     "malformed_json": (400, "Malformed JSON"),
+    "malformed_request": (400, "Malformed request"),
     "invalid_parameter": (400, "Invalid parameter"),
     "invalid_field": (422, "Invalid field"),
     "body_too_large": (413, "Request body too large"),
@@ -52,6 +53,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "upstream_unavailable": (503, "Owner unreachable"),
     "timeout": (504, "Timed out"),
     "internal_error": (500, "Internal error"),
+    "http_version_not_supported": (505, "HTTP version not supported"),
 }
 assert all(code in PROBLEMS for code in rj.ALL_CODES)
 
@@ -92,7 +94,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
-    400: "malformed_json",
+    400: "malformed_request",  # aiohttp's own 400s are about HTTP, not JSON (parsing.py's are)
 }
 
 

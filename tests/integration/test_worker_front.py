@@ -485,8 +485,19 @@ def test_malformed_http_is_answered_with_a_problem_and_closed(worker):
             assert good.status == 200
             assert bad.status == 400, garbage
             assert bad.header("Content-Type") == "application/problem+json; charset=utf-8"
-            assert bad.json()["code"] == "malformed_json"
+            assert bad.json()["code"] == "malformed_request"
             assert reader.wait_closed()
+
+
+@pytest.mark.parametrize("line", [b"GET /v1/pools/%s HTTP/2.0", b"GET /v1/pools/%s"])
+def test_a_version_other_than_http_1_is_refused_with_505_on_an_http_1_1_status_line(worker, line):
+    with worker.connect() as sock:
+        sock.sendall(line % POOL.encode() + b"\r\nHost: w\r\n\r\n")
+        reader = Reader(sock)
+        (answer,) = reader.read(1)
+        assert answer.status == 505
+        assert answer.json()["code"] == "http_version_not_supported"
+        assert reader.wait_closed()
 
 
 def test_a_body_over_the_limit_answers_413_and_closes(tmp_path):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-import tempfile
 
 import aiohttp
 from aiohttp import web
