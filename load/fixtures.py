@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 REGIONS = ("sg-north", "sg-south", "sg-east", "sg-west", "my-kl", "my-jb", "id-jkt", "th-bkk")
-FIRST_DATE = dt.date(2026, 12, 1)
+FIRST_DATE = dt.date.today() + dt.timedelta(days=1)  # relative: past slots stop being bookable
 DATES = tuple((FIRST_DATE + dt.timedelta(days=d)).isoformat() for d in range(7))
 KINDS = ("logistics", "grocery", "bulky")
 SLOT_HOURS = tuple(range(8, 20))  # 12 slots

@@ -31,16 +31,17 @@ import gevent  # noqa: E402
 from locust import FastHttpUser, constant_throughput, events, task  # noqa: E402
 from locust.runners import WorkerRunner  # noqa: E402
 
-from load import fixtures  # noqa: E402
+from load import fixtures, traffic  # noqa: E402
 from load.profiles import DEFAULT, PROFILES, Profile, user_plan  # noqa: E402
-
-GRID = "/v1/availability"
-RESERVE = "/v1/pools/{pool_id}/reservations"
-RELEASE = "/v1/reservations/{reservation_id}"
-LIST_POOLS = "/v1/admin/pools"
-UPDATE_SLOT = "/v1/admin/pools/{pool_id}/slots/{slot_id}"
-RESERVE_ATTEMPTS = 4  # the first try and three retries with the same Idempotency-Key
-RETRY_AFTER_MAX_S = 1.0
+from load.traffic import (  # noqa: E402  (what the users do, shared with load/openmix.py)
+    GRID,
+    LIST_POOLS,
+    RELEASE,
+    RESERVE,
+    RESERVE_ATTEMPTS,
+    UPDATE_SLOT,
+    bookable_slots,
+)
 
 _settings = {"profile": DEFAULT, "admin_token": ""}
 
@@ -85,17 +86,6 @@ def _define_pools(environment, **_kwargs) -> None:
     fixtures.define(environment.host, _settings["admin_token"], pools)
 
 
-def bookable_slots(grid: dict, pool_id: str | None = None) -> list[tuple[str, str]]:
-    """(pool id, slot id) of every bookable slot in a grid answer, optionally of one pool."""
-    return [
-        (pool["pool_id"], slot["slot_id"])
-        for pool in grid.get("pools", ())
-        if pool_id is None or pool["pool_id"] == pool_id
-        for slot in pool["slots"]
-        if slot["bookable"]
-    ]
-
-
 def _problem_code(response) -> str | None:
     try:
         return response.json().get("code")
@@ -116,27 +106,22 @@ class Customer(FastHttpUser):
         profile: Profile = _settings["profile"]
         if self.to_cancel:
             self.release(self.to_cancel.pop())
-        flash = self.rng.random() < profile.flash_share
-        if flash:
-            region, date = fixtures.FLASH_REGION, fixtures.FLASH_DATE
-        else:
-            region, date = self.rng.choice(fixtures.REGIONS), self.rng.choice(fixtures.DATES)
-        reserving = self.rng.random() < profile.reserves_per_grid_read
-        grid = self.open_grid(region, date, parse=reserving)
-        if grid is None or not reserving:
+        session = traffic.customer_session(self.rng, profile)
+        grid = self.open_grid(session.region, session.date, parse=session.reserving)
+        if grid is None or not session.reserving:
             return
-        choices = bookable_slots(grid, fixtures.FLASH_POOL if flash else None)
+        choices = bookable_slots(grid, session.pool_filter)
         if not choices:
             return  # sold out: the customer leaves
         pool_id, slot_id = self.rng.choice(choices)
         reservation_id = self.reserve(pool_id, slot_id)
-        if reservation_id and self.rng.random() < profile.releases_per_reserve:
+        if reservation_id and traffic.cancels_later(self.rng, profile):
             self.to_cancel.append(reservation_id)
 
     def open_grid(self, region: str, date: str, parse: bool) -> dict | None:
         """The grid (parsed only when the customer goes on to pick a slot: parsing every
         answer would make Locust, not capsvc, the bottleneck)."""
-        with self.client.get(f"/v1/availability?region={region}&date={date}", name=GRID,
+        with self.client.get(traffic.grid_path(region, date), name=GRID,
                              catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code} {_problem_code(response)}")
@@ -146,26 +131,27 @@ class Customer(FastHttpUser):
     def reserve(self, pool_id: str, slot_id: str) -> str | None:
         """The new reservation's id, or None when the slot was taken meanwhile."""
         headers = {"Idempotency-Key": uuid.uuid4().hex}
-        body = {"slot_id": slot_id, "units": 1}
+        body = traffic.reserve_body(slot_id)
         for attempt in range(1, RESERVE_ATTEMPTS + 1):
-            with self.client.post(f"/v1/pools/{pool_id}/reservations", json=body,
+            with self.client.post(traffic.reserve_path(pool_id), json=body,
                                   headers=headers, name=RESERVE,
                                   catch_response=True) as response:
                 status, code = response.status_code, _problem_code(response)
-                if status == 201:
+                outcome = traffic.reserve_outcome(status, code)
+                if outcome == traffic.RESERVED:
                     return response.json()["reservation_id"]
-                if status == 409 and code in ("capacity_exhausted", "slot_closed"):
+                if outcome == traffic.TAKEN:
                     response.success()  # the grid was a few milliseconds behind
                     return None
                 response.failure(f"{status} {code}")
-                if status not in (503, 504) or attempt == RESERVE_ATTEMPTS:
+                if outcome != traffic.RETRY or attempt == RESERVE_ATTEMPTS:
                     return None
-                retry_after = float(response.headers.get("Retry-After") or 0.1)
-            gevent.sleep(min(retry_after, RETRY_AFTER_MAX_S))
+                delay_s = traffic.retry_delay_s(response.headers.get("Retry-After"))
+            gevent.sleep(delay_s)
         return None
 
     def release(self, reservation_id: str) -> None:
-        with self.client.delete(f"/v1/reservations/{reservation_id}", name=RELEASE,
+        with self.client.delete(traffic.release_path(reservation_id), name=RELEASE,
                                 catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code} {_problem_code(response)}")
@@ -181,23 +167,23 @@ class Planner(FastHttpUser):
 
     @task
     def change_capacity(self) -> None:
-        region, date = self.rng.choice(fixtures.REGIONS), self.rng.choice(fixtures.DATES)
-        with self.client.get(f"/v1/admin/pools?region={region}&date={date}", name=LIST_POOLS,
+        region, date = traffic.planner_day(self.rng)
+        with self.client.get(traffic.list_pools_path(region, date), name=LIST_POOLS,
                              headers=self.auth, catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code} {_problem_code(response)}")
                 return
-            pools = [p for p in response.json()["pools"] if p["kind"] in fixtures.KINDS]
-        if not pools:
+            change = traffic.planner_change(self.rng, response.json())
+        if change is None:
             return
-        pool = self.rng.choice(pools)
-        slot = self.rng.choice(pool["slots"])
-        capacity = max(slot["reserved"], 1, slot["capacity"] + self.rng.randint(-20, 20))
-        with self.client.patch(f"/v1/admin/pools/{pool['pool_id']}/slots/{slot['slot_id']}",
+        pool_id, slot_id, capacity = change
+        with self.client.patch(traffic.update_slot_path(pool_id, slot_id),
                                json={"capacity": capacity}, headers=self.auth,
                                name=UPDATE_SLOT, catch_response=True) as response:
             code = _problem_code(response)
-            if response.status_code == 409 and code == "capacity_below_reserved":
-                response.success()  # a customer reserved between our read and our write
-            elif response.status_code != 200:
+            if traffic.update_succeeded(response.status_code, code):
+                # 200, or 409 capacity_below_reserved: a customer reserved between our read
+                # and our write
+                response.success()
+            else:
                 response.failure(f"{response.status_code} {code}")

@@ -1,4 +1,5 @@
-"""The SLA verdict of a Locust run, computed from its `<prefix>_stats.csv`.
+"""The SLA verdict of a Locust run, computed from its `<prefix>_stats.csv` (and, through
+`judge`, of each step of the open-loop frontier, load/frontier.py).
 
 A run fails when any request type's p99 is at or over 200 ms, when failures exceed 0.1 % of
 all requests, or when the load generator delivered under 80 % of the planned request rate once
@@ -96,6 +97,13 @@ def verdict(stats_csv: Path, planned_rps: float | None = None,
                 rows.append(_row(record))
     if total is None:
         raise ValueError(f"{stats_csv} has no Aggregated row")
+    return judge(rows, total, planned_rps, delivered_rps)
+
+
+def judge(rows: list[RequestStats], total: RequestStats, planned_rps: float | None = None,
+          delivered_rps: float | None = None) -> Verdict:
+    """The verdict on per-type rows and their total (from Locust's CSV, or from the open-loop
+    generator of load/frontier.py)."""
     result = Verdict(rows, total, planned_rps, delivered_rps)
     if total.requests == 0:
         result.problems.append("no requests were made")
