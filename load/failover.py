@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.cluster.history import Load, check
-from tests.cluster.hosts import cluster_host, wait_balanced
-from tests.cluster.zookeeper import ZooKeeper
+from capsvc.testing.history import Load, check
+from capsvc.testing.hosts import cluster_host, wait_balanced
+from capsvc.testing.zookeeper import ZooKeeper
 
 
 def _fresh_pools(host, prefix: str) -> list[str]:

@@ -238,7 +238,11 @@ class RequestCollector:
                 f"a header is over {FIELD_MAX_BYTES} bytes or all of them over {HEADERS_MAX_BYTES}",
             )
             return
-        self._headers.setdefault(name.lower(), value)  # the first one wins, as in aiohttp
+        name = name.lower()
+        seen = self._headers.get(name)
+        # Repeated lines are one comma-separated list (RFC 9110 5.3): nothing is dropped, and
+        # a header that must be single (Idempotency-Key) is refused where it is read.
+        self._headers[name] = value if seen is None else seen + b", " + value
 
     def on_body(self, body: bytes) -> None:
         if self._ignoring():

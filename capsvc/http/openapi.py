@@ -284,8 +284,9 @@ _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "schema": _string(minLength=1, maxLength=255, pattern=r"^[\x21-\x7e]+$"),
-    "description": "Retrying with the same key and body answers the first reservation again.",
+    "schema": _string(minLength=1, maxLength=255, pattern=r"^[\x21-\x2b\x2d-\x7e]+$"),
+    "description": "Retrying with the same key and body answers the first reservation again. "
+    "One key, given once: a repeated header or a comma list is refused (400).",
 }
 _REPLAYED = {
     "description": "`true` when this answer replays an earlier request with the same key.",
@@ -397,12 +398,12 @@ def _operations() -> dict[str, Schema]:
         "get_reservation": _op(
             "Read a reservation",
             {"200": _json(reservation, "The reservation")},
-            ("invalid_parameter", rj.RESERVATION_NOT_FOUND),
+            (rj.RESERVATION_NOT_FOUND,),
         ),
         "release": _op(
             "Release a reservation (releasing twice is harmless)",
             {"200": _json(reservation, "The released reservation")},
-            ("invalid_parameter", rj.RESERVATION_NOT_FOUND, *_UNAVAILABLE, "timeout"),
+            (rj.RESERVATION_NOT_FOUND, *_UNAVAILABLE, "timeout"),
         ),
         "availability": _op(
             "Bookable slots of a region's pools on a date (eventually consistent)",

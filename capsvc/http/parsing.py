@@ -10,17 +10,19 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from capsvc.domain import commands as cmd
 from capsvc.domain.events import SlotSpec
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
+from capsvc.domain.rejections import RESERVATION_NOT_FOUND
 from capsvc.errors import BadRequest
 
+if TYPE_CHECKING:  # only annotations: planning (plans read offline) stays free of aiohttp
+    from aiohttp import web
+
 # Patterns are used with fullmatch: `$` would also accept a trailing newline.
-_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, no spaces
+_KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]{1,255}")  # visible ASCII but the list comma; no spaces
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DIGITS = re.compile(r"[0-9]{1,16}")
@@ -70,8 +72,11 @@ def path_reservation(request: web.Request) -> tuple[str, str]:
     """-> (pool id, reservation id) from the path."""
     reservation_id = request.match_info["reservation_id"]
     pool_id = pool_of_reservation(reservation_id)
-    if pool_id is None:
-        raise bad_parameter("reservation_id", "is not a reservation id issued by capsvc")
+    if pool_id is None:  # an id we could not have issued names no reservation: 404
+        raise BadRequest(
+            RESERVATION_NOT_FOUND,
+            f"no reservation {reservation_id}: it is not a reservation id capsvc issues",
+        )
     return pool_id, reservation_id
 
 
@@ -111,12 +116,21 @@ def int_parameter(name: str, value: str | None, default: int, low: int, high: in
 
 
 def idempotency_key(request: web.Request) -> str | None:
-    return checked_idempotency_key(request.headers.get("Idempotency-Key"))
+    values = request.headers.getall("Idempotency-Key", [])
+    return checked_idempotency_key(", ".join(values) if values else None)
 
 
 def checked_idempotency_key(key: str | None) -> str | None:
+    """One key: repeated header lines arrive joined by commas (RFC 9110 5.3) and are refused,
+    rather than silently taking one of them."""
     if key is None:
         return None
+    if "," in key:
+        raise BadRequest(
+            "invalid_parameter",
+            "Idempotency-Key: give exactly one key (the header came more than once, or as a list)",
+            field="Idempotency-Key",
+        )
     if not _KEY.fullmatch(key):
         raise BadRequest(
             "invalid_parameter",

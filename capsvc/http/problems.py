@@ -100,13 +100,23 @@ _HTTP_CODES = {
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Render every error as problem+json, in one place."""
+    """Render every error as problem+json, in one place. A 405 names the methods the resource
+    allows (`Allow`), and OPTIONS on a resource answers them (204)."""
     try:
         return await handler(request)
     except CapsvcError as e:
         return error_problem(e)
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
         raise
+    except web.HTTPMethodNotAllowed as e:
+        allow = ", ".join(sorted({*e.allowed_methods, "OPTIONS"}))
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers={"Allow": allow})
+        response = problem(
+            "method_not_allowed", f"{request.method} is not allowed on {request.path}"
+        )
+        response.headers["Allow"] = allow
+        return response
     except web.HTTPException as e:
         if e.status < 400:
             raise

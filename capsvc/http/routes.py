@@ -8,6 +8,10 @@ by the router itself. `admin` routes need a bearer token, checked by the router.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,12 @@ INTERNAL_PROBE = "/internal/probe"
 
 REQUEST_ID_HEADER = "X-Request-Id"
 ACTOR_HEADER = "X-Capsvc-Actor"
+
+
+def add_route(app: web.Application, route: Route, handler: Any) -> None:
+    """Register one route of the table with an aiohttp app; a GET route answers HEAD too
+    (RFC 9110 9.3.2)."""
+    if route.method == "GET":
+        app.router.add_get(route.path, handler, name=route.name, allow_head=True)
+    else:
+        app.router.add_route(route.method, route.path, handler, name=route.name)

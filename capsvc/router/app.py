@@ -33,6 +33,7 @@ from capsvc.http.routes import (
     REQUEST_ID_HEADER,
     ROUTES,
     Route,
+    add_route,
 )
 from capsvc.router.auth import TokenChecker
 from capsvc.router.planner import planner_handlers
@@ -383,6 +384,6 @@ def make_router_app(state: RouterState) -> web.Application:
     app[STATE] = state
     for route in ROUTES:
         handler = _LOCAL[route.name] if route.target == "router" else _proxy(route)
-        app.router.add_route(route.method, route.path, handler, name=route.name)
+        add_route(app, route, handler)
     add_ui_routes(app)
     return app

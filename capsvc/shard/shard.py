@@ -41,7 +41,6 @@ from capsvc.shard.observer import ShardObserver
 from capsvc.shard.recovery import rebuild_pool, recover_shard, reload_pool
 from capsvc.storage.codec import SNAPSHOT_SCHEMA, encode_snapshot
 from capsvc.storage.log import EventLog, StoredEvent, StoredSnapshot
-from capsvc.testing import faults
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +119,10 @@ class Shard:
         event_log: EventLog,
         settings: ShardSettings,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        decide: Callable[[Pool | None, cmd.Command, int], Decision] = decide,
     ) -> None:
         self.shard_id = shard_id
+        self._decide = decide  # the domain's; a deliberately broken one in fault tests
         self.log = event_log
         self.settings = settings
         self._clock_ms = clock_ms
@@ -161,7 +162,6 @@ class Shard:
         assert self.state is ShardState.STARTING
         try:
             head = await self.log.open(epoch)
-            faults.point("recovery", self.shard_id)  # test-only pause/fail point
             recovered = await recover_shard(self.log, head, self.settings.retention)
             if recovered.rebuilt:  # sound snapshots now, so that no later start meets the damage
                 await self.log.save_checkpoint(
@@ -340,11 +340,7 @@ class Shard:
                 damaged[pool_id] = damage
                 later.append(item)
                 continue
-            decision = decide(pool, item.command, self.settings.slots_max)
-            if faults.active("no_capacity_check"):  # a deliberately broken test build
-                decision = faults.ignore_capacity(
-                    decide, pool, item.command, self.settings.slots_max, decision
-                )
+            decision = self._decide(pool, item.command, self.settings.slots_max)
             if decision.events and pool_id not in committed:
                 committed[pool_id] = None if pool is None else pool.copy_for_readers()
             for event in decision.events:
@@ -424,11 +420,6 @@ class Shard:
         answers: list[tuple[_Pending, CommandResult]],
     ) -> None:
         started = time.perf_counter()
-        if faults.active("reply_before_commit"):  # a deliberately broken test build
-            for item, result in answers:
-                _resolve(item.future, result)
-            await asyncio.sleep(0.05)  # let the replies go out before the commit
-        faults.point("append", self.shard_id)  # test-only pause point
         try:
             await self.log.append(records)
         except CapsvcError as error:

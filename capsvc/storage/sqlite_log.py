@@ -32,7 +32,6 @@ from capsvc.errors import CapsvcError, Fenced, ShardCorrupt, StorageFull, Storag
 from capsvc.storage.codec import CodecError, decode_event, encode_event
 from capsvc.storage.group_commit import GroupCommitter
 from capsvc.storage.log import EventLog, LogHead, StoredEvent, StoredSnapshot
-from capsvc.testing import faults
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,11 +112,15 @@ class SqliteEventLog(EventLog):
         synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
         committer: GroupCommitter | None = None,
+        fencing: bool = True,
     ):
         assert synchronous in ("FULL", "NORMAL", "EXTRA"), synchronous
         self.path = path
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
+        # False only in a deliberately broken test build (`capsvc.testing.faults`): no
+        # `events_fenced` trigger, and a stale epoch is accepted
+        self._fencing = fencing
         self._own_committer = committer is None  # tools and tests: a writer thread of its own
         self._committer = committer
         self._db: sqlite3.Connection | None = None
@@ -184,12 +187,12 @@ class SqliteEventLog(EventLog):
             for statement in _SCHEMA.split(";\n"):
                 if statement.strip():
                     db.execute(statement)
-            if faults.active("no_epoch_check"):  # a deliberately broken test build
+            if not self._fencing:
                 db.execute("DROP TRIGGER events_fenced")
             stored = _meta(db, "epoch", 0)
             if epoch is None:
                 epoch = stored + 1
-            elif epoch <= stored and not faults.active("no_epoch_check"):
+            elif epoch <= stored and self._fencing:
                 raise Fenced(f"{self.path.name}: epoch {epoch} is not newer than {stored}")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
             db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FILE_FORMAT,))

@@ -158,3 +158,69 @@ def point(name: str, shard_id: int) -> None:
         from capsvc.errors import StorageUnavailable
 
         raise StorageUnavailable(f"test fault at {name} (shard {shard_id})")
+
+
+# -- where the worker wires its parts together, these take the place of the sound parts --------
+def shard_parts(shard_id: int, event_log, decide):
+    """(event log, decide) for a shard: the sound ones, or their broken stand-ins when a fault
+    asks for it (`worker/main.py` calls this; production modules know nothing of faults)."""
+    if "no_capacity_check" in _active:
+        decide = _ignoring_capacity(decide)
+    if _active & {"points", "reply_before_commit"}:
+        event_log = FaultyEventLog(event_log, shard_id)
+    return event_log, decide
+
+
+def fencing() -> bool:
+    """Whether shard files keep their fencing trigger (`no_epoch_check` drops it)."""
+    return "no_epoch_check" not in _active
+
+
+def after_close(shard_id: int) -> None:
+    """The `handoff` point: a handed-off shard's file is closed, its claim not yet released."""
+    point("handoff", shard_id)
+
+
+def _ignoring_capacity(decide):
+    def broken(pool, command, slots_max: int):
+        return ignore_capacity(decide, pool, command, slots_max, decide(pool, command, slots_max))
+
+    return broken
+
+
+class FaultyEventLog:
+    """An event log with the `recovery` and `append` points, and (`reply_before_commit`) an
+    append that returns at once and reaches the file 50 ms later: its callers are answered
+    before their events are durable (the `append` point is then between the two). The next
+    append waits for the previous one, as a writer waits for its commit. Everything else is
+    the wrapped log's."""
+
+    def __init__(self, inner, shard_id: int) -> None:
+        self._inner = inner
+        self._shard_id = shard_id
+        self._late: object = None  # the last late append (they stay in order)
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    async def open(self, epoch):
+        head = await self._inner.open(epoch)
+        point("recovery", self._shard_id)  # opened with the new epoch, before replay
+        return head
+
+    async def append(self, events) -> None:
+        if "reply_before_commit" not in _active:
+            point("append", self._shard_id)  # decided and applied in memory, not appended
+            await self._inner.append(events)
+            return
+        import asyncio
+
+        if self._late is not None:
+            await self._late  # the previous batch reaches the file first (or fails here)
+
+        async def late() -> None:
+            await asyncio.sleep(0.05)  # its callers are answered meanwhile
+            point("append", self._shard_id)
+            await self._inner.append(events)
+
+        self._late = asyncio.get_running_loop().create_task(late())

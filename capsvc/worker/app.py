@@ -24,7 +24,7 @@ from capsvc.errors import ShardUnavailable, UpstreamTimeout
 from capsvc.http import parsing
 from capsvc.http.json_body import json_text
 from capsvc.http.problems import error_problem, problem, problem_middleware, rejection_problem
-from capsvc.http.routes import ACTOR_HEADER, INTERNAL_POOLS, INTERNAL_STATUS, ROUTES
+from capsvc.http.routes import ACTOR_HEADER, INTERNAL_POOLS, INTERNAL_STATUS, ROUTES, add_route
 from capsvc.planning.history import fold_until
 from capsvc.shard.shard import CommandResult, Shard, ShardState
 from capsvc.sharding import shard_for_pool
@@ -309,7 +309,7 @@ def make_worker_app(
     handlers = globals()
     for route in ROUTES:
         if route.target in ("pool", "reservation"):
-            app.router.add_route(route.method, route.path, handlers[route.name])
+            add_route(app, route, handlers[route.name])
     app.router.add_get(INTERNAL_STATUS, status)
     app.router.add_get(INTERNAL_POOLS, list_pools)
     install_ops(app, config, shards, worker_index)  # metrics, request ids, backup, probe

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from kazoo.client import KazooState
 
@@ -29,7 +30,6 @@ from capsvc.cluster.zk import Zk, decode
 from capsvc.config import Config
 from capsvc.errors import CapsvcError, Fenced
 from capsvc.shard.shard import Shard, ShardState
-from capsvc.testing import faults
 
 log = logging.getLogger(__name__)
 CLAIM_BUSY_TIMEOUT_MS = 200  # a locked file is retried by the reconcile loop, not waited on
@@ -53,6 +53,9 @@ class ClusterShardHost:
         self.assigned: set[int] = set()
         self.draining = False
         self.on_commit = lambda: None
+        # called once a handed-off shard's file is closed, before its claim is released
+        # (fault tests pause there)
+        self.after_close: Callable[[int], None] = lambda shard_id: None
         self._wake = asyncio.Event()
         self._verify_needed = False
         self._tasks: list[asyncio.Task] = []
@@ -178,7 +181,7 @@ class ClusterShardHost:
         if shard is not None:
             await shard.drain()  # stop taking commands, finish the queue, checkpoint, close
             self.shards.pop(shard_id, None)
-            faults.point("handoff", shard_id)  # test-only pause point
+            self.after_close(shard_id)
         claim = self.claims.pop(shard_id, None)
         if claim is not None:
             try:

@@ -19,6 +19,7 @@ from aiohttp import web
 from capsvc.cluster.ownership import WorkerInfo
 from capsvc.cluster.zk import Zk, worker_id
 from capsvc.config import Config
+from capsvc.domain.decide import decide
 from capsvc.domain.pool import KeyRetention
 from capsvc.errors import CapsvcError
 from capsvc.logs import install_task_dump
@@ -27,6 +28,7 @@ from capsvc.shard.shard import Shard, ShardSettings, ShardState
 from capsvc.sharding import embedded_shards
 from capsvc.storage.group_commit import GroupCommitter
 from capsvc.storage.sqlite_log import SqliteEventLog
+from capsvc.testing import faults
 from capsvc.tls import worker_server_context
 from capsvc.worker.app import CHANGED, make_worker_app
 from capsvc.worker.cluster_host import ClusterShardHost
@@ -65,8 +67,11 @@ def new_shard(
         if busy_timeout_ms is None
         else busy_timeout_ms,
         committer=committer,
+        fencing=faults.fencing(),
     )
-    return Shard(shard_id, event_log, shard_settings(config))
+    # Test builds swap in broken parts here, and only here (capsvc.testing.faults).
+    event_log, decide_command = faults.shard_parts(shard_id, event_log, decide)
+    return Shard(shard_id, event_log, shard_settings(config), decide=decide_command)
 
 
 class ShardHost:
@@ -133,6 +138,7 @@ async def serve_worker(config: Config, index: int) -> None:
         host: ShardHost | ClusterShardHost = ClusterShardHost(
             config, index, zk, me, functools.partial(new_shard, committer=committer)
         )
+        host.after_close = faults.after_close  # a no-op unless a fault test armed it
         secret = config.cluster_secret
         app = make_worker_app(config, host.shards, index, secret=secret)
         zk.on_state(app[METRICS].zookeeper_state)

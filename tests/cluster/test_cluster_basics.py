@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster.hosts import cluster_host, shard_owners, wait_balanced
-from tests.cluster.zookeeper import ZooKeeper
-from tests.integration.harness import wait_for
+from capsvc.testing.harness import wait_for
+from capsvc.testing.hosts import cluster_host, shard_owners, wait_balanced
+from capsvc.testing.zookeeper import ZooKeeper
 
 pytestmark = pytest.mark.cluster
 

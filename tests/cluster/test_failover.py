@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from tests.cluster.history import Load, check
-from tests.cluster.hosts import cluster_host, shard_owners, wait_balanced
-from tests.cluster.zookeeper import ZooKeeper
-from tests.integration.harness import wait_for
+from capsvc.testing.harness import wait_for
+from capsvc.testing.history import Load, check
+from capsvc.testing.hosts import cluster_host, shard_owners, wait_balanced
+from capsvc.testing.zookeeper import ZooKeeper
 
 pytestmark = pytest.mark.cluster
 SESSION_TIMEOUT_S = 3.0

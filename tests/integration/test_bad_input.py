@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tests.integration.harness import Service, pool_body
+from capsvc.testing.harness import Service, pool_body
 
 pytestmark = pytest.mark.integration
 
@@ -306,8 +306,9 @@ BAD_RESERVATION_IDS = (
     ("two-separators", "x~y~1.abcd"),
 )
 RESERVATION_CASES = [
-    *[case(f"{verb.lower()}-reservation/{name}", verb, f"/v1/reservations/{rid}", 400,
-           "invalid_parameter", "reservation_id")
+    # an id capsvc could not have issued names no reservation (README: 404)
+    *[case(f"{verb.lower()}-reservation/{name}", verb, f"/v1/reservations/{rid}", 404,
+           "reservation_not_found")
       for verb in ("GET", "DELETE") for name, rid in BAD_RESERVATION_IDS],
     *too_large("release", "DELETE", RESERVATION, {"pad": "x" * 70_000}),
 ]
@@ -400,3 +401,44 @@ def test_nothing_was_changed_by_the_rejected_requests(service, baseline):
     assert events_page(service) == baseline["events"]
     status, reservation = service.get(f"/v1/reservations/{baseline['rid']}")
     assert (status, reservation["status"], reservation["units"]) == (200, "active", 2)
+
+
+@pytest.mark.parametrize(
+    "method,path,allowed",
+    [
+        ("PUT", f"/v1/pools/{POOL}", {"GET", "HEAD", "OPTIONS"}),
+        ("POST", "/v1/availability", {"GET", "HEAD", "OPTIONS"}),
+        ("GET", f"/v1/pools/{POOL}/reservations", {"POST", "OPTIONS"}),
+        ("DELETE", DEFINE, {"GET", "HEAD", "PATCH", "PUT", "OPTIONS"}),
+    ],
+)
+def test_a_405_names_the_allowed_methods_and_options_answers_them(
+    service, baseline, method, path, allowed
+):
+    headers = service.admin_headers() if path.startswith("/v1/admin/") else {}
+    before = pool_state(service)
+    status, problem, response_headers = service.request(method, path, None, headers)
+    assert (status, problem_code(problem)) == (405, "method_not_allowed")
+    assert set(response_headers["Allow"].split(", ")) == allowed
+    status, body, response_headers = service.request("OPTIONS", path, None, headers)
+    assert status == 204 and not body
+    assert set(response_headers["Allow"].split(", ")) == allowed
+    assert pool_state(service) == before
+
+
+def test_head_answers_every_public_get_route_as_get_does_without_a_body(service, baseline):
+    day = service.get(f"/v1/pools/{POOL}")[1]["date"]
+    admin = service.admin_headers()
+    for path, headers in (
+        (f"/v1/pools/{POOL}", {}),
+        (f"/v1/reservations/{baseline['rid']}", {}),
+        (f"/v1/availability?region=x&date={day}", {}),
+        ("/healthz", {}),
+        ("/openapi.json", {}),
+        (DEFINE, admin),
+    ):
+        got = service.request("GET", path, None, headers)
+        head = service.request("HEAD", path, None, headers)
+        assert head[0] == got[0] == 200, (path, head, got[0])
+        assert not head[1], path  # no body
+        assert head[2]["Content-Type"] == got[2]["Content-Type"], path

@@ -9,10 +9,10 @@ import json
 
 import pytest
 
+from capsvc.testing.harness import ADMIN_TOKEN, Service
 from load import frontier, openmix
 from load.profiles import PROFILES, rates
 from load.traffic import METHODS
-from tests.integration.harness import ADMIN_TOKEN, Service
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.integration.harness import ADMIN_TOKEN, REPO, Service
+from capsvc.testing.harness import ADMIN_TOKEN, REPO, Service
 
 pytestmark = [
     pytest.mark.integration,

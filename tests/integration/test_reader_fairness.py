@@ -16,7 +16,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.integration.harness import Service
+from capsvc.testing.harness import Service
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.integration.harness import ADMIN_TOKEN, Service, request, wait_for
+from capsvc.testing.harness import ADMIN_TOKEN, Service, request, wait_for
 
 pytestmark = pytest.mark.integration
 POOL = "sg-north:2026-12-01:logistics"

@@ -12,7 +12,7 @@ import pytest
 
 from capsvc.cli import main as capsvc_main
 from capsvc.sharding import shard_for_pool
-from tests.integration.harness import Service, wait_for
+from capsvc.testing.harness import Service, wait_for
 
 pytestmark = pytest.mark.integration
 

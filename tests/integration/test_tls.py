@@ -9,9 +9,9 @@ import subprocess
 import aiohttp
 import pytest
 
-from tests.cluster.hosts import CLUSTER_SECRET, cluster_host, wait_balanced
-from tests.cluster.zookeeper import ZooKeeper
-from tests.integration.harness import Service
+from capsvc.testing.harness import Service
+from capsvc.testing.hosts import CLUSTER_SECRET, cluster_host, wait_balanced
+from capsvc.testing.zookeeper import ZooKeeper
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 from capsvc.config import load_config
 from capsvc.ops.backup import backup
 from capsvc.ops.verify import verify
-from tests.cluster.hosts import cluster_host, wait_balanced
-from tests.cluster.zookeeper import ZooKeeper
+from capsvc.testing.hosts import cluster_host, wait_balanced
+from capsvc.testing.zookeeper import ZooKeeper
 
 pytestmark = pytest.mark.cluster
 

@@ -24,7 +24,7 @@ from capsvc.config import load_config
 from capsvc.ops import backup as ops_backup
 from capsvc.ops.files import sha256_of
 from capsvc.ops.verify import verify
-from tests.integration.harness import REPO, Service, request, wait_for
+from capsvc.testing.harness import REPO, Service, request, wait_for
 
 pytestmark = pytest.mark.integration
 KINDS = ("van", "bike")

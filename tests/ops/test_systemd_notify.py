@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from capsvc.supervisor.notify import Notifier
-from tests.integration.harness import Service, wait_for
+from capsvc.testing.harness import Service, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Service
+from capsvc.testing.harness import Service
 
 SLOTS = (
     ("0800-1000", "08:00", "10:00"),

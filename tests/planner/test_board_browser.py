@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ADMIN_TOKEN, REPO
+from capsvc.testing.harness import ADMIN_TOKEN, REPO
 from tests.planner.conftest import day_body, http
 
 # the first test may install chromium (apt) and playwright (pip) before it starts

@@ -14,7 +14,7 @@ import urllib.parse
 
 import pytest
 
-from tests.integration.harness import ADMIN_TOKEN, REPO, wait_for
+from capsvc.testing.harness import ADMIN_TOKEN, REPO, wait_for
 from tests.planner.conftest import day_body, http
 
 pytestmark = pytest.mark.integration

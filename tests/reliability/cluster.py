@@ -9,9 +9,9 @@ from pathlib import Path
 from kazoo.client import KazooClient
 
 from capsvc.sharding import shard_for_pool
-from tests.cluster.hosts import cluster_host, shard_owners
-from tests.cluster.zookeeper import ZooKeeper
-from tests.integration.harness import Service, wait_for
+from capsvc.testing.harness import Service, wait_for
+from capsvc.testing.hosts import cluster_host, shard_owners
+from capsvc.testing.zookeeper import ZooKeeper
 from tests.reliability.common import fault_env
 
 SESSION_TIMEOUT_MS = 3000
@@ -24,7 +24,7 @@ def new_cluster_name() -> str:
 
 def host(data: Path, zk: ZooKeeper, host_id: str, name: str, *, faults: tuple[str, ...] = (),
          workers: int = 2, shard_count: int = 8, extra: str = "", **settings) -> Service:
-    """A cluster host (tests.cluster.hosts) in ZooKeeper namespace `name`, with test faults."""
+    """A cluster host (capsvc.testing.hosts) in ZooKeeper namespace `name`, with test faults."""
     svc = cluster_host(data, zk, host_id, workers=workers, shard_count=shard_count,
                        session_timeout_ms=settings.pop("session_timeout_ms", SESSION_TIMEOUT_MS),
                        **settings)

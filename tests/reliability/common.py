@@ -8,10 +8,10 @@ import signal
 import time
 from pathlib import Path
 
+from capsvc.testing.checker import Op, Report
 from capsvc.testing.faults import ENV_CONFIRM, ENV_FAULTS
-from tests.integration.harness import Service, wait_for
-from tests.reliability.checker import Op, Report
-from tests.reliability.recorder import judge
+from capsvc.testing.harness import Service, wait_for
+from capsvc.testing.recorder import judge
 
 
 def fault_env(*names: str) -> dict[str, str]:

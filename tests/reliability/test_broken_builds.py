@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.integration.harness import Service, wait_for
+from capsvc.testing.harness import Service, wait_for
+from capsvc.testing.recorder import Workload
 from tests.reliability.common import (
     arm,
     check_run,
@@ -22,7 +23,6 @@ from tests.reliability.common import (
     wait_stopped,
     wait_writes_resume,
 )
-from tests.reliability.recorder import Workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

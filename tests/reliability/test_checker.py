@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from tests.reliability.checker import (
+from capsvc.testing.checker import (
     Op,
     PoolFacts,
     SearchTooLarge,

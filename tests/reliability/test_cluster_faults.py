@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from tests.cluster.zookeeper import ZooKeeper
-from tests.integration.harness import wait_for
-from tests.reliability.checker import audit_shard_files
+from capsvc.testing.checker import audit_shard_files
+from capsvc.testing.harness import wait_for
+from capsvc.testing.recorder import Workload
+from capsvc.testing.zookeeper import ZooKeeper
 from tests.reliability.cluster import (
     SESSION_TIMEOUT_MS,
     host,
@@ -32,7 +33,6 @@ from tests.reliability.common import (
     wait_stopped,
     wait_writes_resume,
 )
-from tests.reliability.recorder import Workload
 
 pytestmark = [pytest.mark.cluster, pytest.mark.reliability]
 POOLS = [f"p-{i}" for i in range(12)]

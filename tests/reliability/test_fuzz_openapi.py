@@ -12,7 +12,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 
-from tests.integration.harness import Service  # noqa: E402
+from capsvc.testing.harness import Service  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

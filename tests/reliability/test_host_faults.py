@@ -15,10 +15,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.harness import Service, wait_for
-from tests.reliability.checker import Op
+from capsvc.testing.checker import Op
+from capsvc.testing.harness import Service, wait_for
+from capsvc.testing.recorder import Workload, attempt
 from tests.reliability.common import check_run, define_pools, wait_writes_resume
-from tests.reliability.recorder import Workload, attempt
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")

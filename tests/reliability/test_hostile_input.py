@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import re
 import socket
+import uuid
 from typing import Any, NamedTuple
 
 import pytest
 
-from tests.integration.harness import Service
+from capsvc.testing.harness import Service
 
 pytestmark = pytest.mark.integration
 POOL, SLOT = "hostile-1", "s1"
@@ -191,29 +192,31 @@ def test_file_names_never_derive_from_request_data(service):
     assert not [n for n in names for pool_id in ODD_IDS if pool_id in n]
 
 
-def test_a_repeated_header_counts_once_and_the_first_one_wins(service):
-    """Two Idempotency-Key headers on one reservation: the router's front takes the first, as
-    aiohttp (and so every other route) does; the second key was never used."""
+@pytest.mark.parametrize("lines", [
+    ["Idempotency-Key: {first}", "Idempotency-Key: {second}"],
+    ["Idempotency-Key: {first},{second}"],
+])
+def test_a_repeated_or_listed_idempotency_key_is_refused_naming_the_header(service, lines):
+    """Two Idempotency-Key lines (or a comma list) on one reservation: 400 naming the header,
+    and nothing is reserved under either key (it used to take the first silently)."""
+    first, second = (f"dup-{uuid.uuid4().hex[:12]}" for _ in range(2))
+    lines = [line.format(first=first, second=second) for line in lines]
     body = json.dumps({"slot_id": SLOT}).encode()
     head = (f"POST /v1/pools/{POOL}/reservations HTTP/1.1\r\nHost: x\r\n"
-            "Content-Type: application/json\r\nIdempotency-Key: dup-first\r\n"
-            f"Idempotency-Key: dup-second\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode()
+            "Content-Type: application/json\r\n" + "".join(f"{ln}\r\n" for ln in lines)
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as conn:
         conn.sendall(head + body)
         answer = b""
         while chunk := conn.recv(65536):
             answer += chunk
     status_line, _, rest = answer.partition(b"\r\n")
-    assert status_line.split()[1] == b"201", answer
-    made = json.loads(rest.partition(b"\r\n\r\n")[2])
-    first = service.request("POST", f"/v1/pools/{POOL}/reservations", {"slot_id": SLOT},
-                            {"Idempotency-Key": "dup-first"})
-    assert first[0] == 201 and first[2].get("Idempotent-Replayed") == "true"
-    assert first[1]["reservation_id"] == made["reservation_id"]
-    second = service.request("POST", f"/v1/pools/{POOL}/reservations", {"slot_id": SLOT},
-                             {"Idempotency-Key": "dup-second"})
-    assert second[0] == 201 and "Idempotent-Replayed" not in second[2]
-    for reservation in (made, second[1]):  # leave the pool's capacity as it was
-        path = f"/v1/reservations/{reservation['reservation_id']}"
-        assert service.request("DELETE", path)[0] == 200
+    assert status_line.split()[1] == b"400", answer
+    problem = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert (problem["code"], problem["field"]) == ("invalid_parameter", "Idempotency-Key")
+    for key in (first, second):  # neither key was used: each makes a new one
+        made = service.request("POST", f"/v1/pools/{POOL}/reservations", {"slot_id": SLOT},
+                               {"Idempotency-Key": key})
+        assert made[0] == 201 and "Idempotent-Replayed" not in made[2]
+        path = f"/v1/reservations/{made[1]['reservation_id']}"
+        assert service.request("DELETE", path)[0] == 200  # leave the capacity as it was

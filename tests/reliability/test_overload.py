@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.integration.harness import Service, request, wait_for
+from capsvc.testing.harness import Service, request, wait_for
 
 pytestmark = pytest.mark.reliability
 

@@ -21,13 +21,13 @@ import time
 
 import pytest
 
-from tests.cluster.hosts import CLUSTER_SECRET, wait_balanced
-from tests.cluster.zookeeper import ZooKeeper, free_port_range
-from tests.integration.harness import Service
-from tests.reliability.checker import audit_shard_files
+from capsvc.testing.checker import audit_shard_files
+from capsvc.testing.harness import Service
+from capsvc.testing.hosts import CLUSTER_SECRET, wait_balanced
+from capsvc.testing.recorder import Workload
+from capsvc.testing.zookeeper import ZooKeeper, free_port_range
 from tests.reliability.cluster import SESSION_TIMEOUT_MS, wait_all_ready
 from tests.reliability.common import check_run, define_pools, wait_writes_resume
-from tests.reliability.recorder import Workload
 
 pytestmark = [pytest.mark.cluster, pytest.mark.reliability]
 NS, VETH_ROOT, VETH_NS = "capsvcrel", "crel0", "crel1"

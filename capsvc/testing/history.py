@@ -1,10 +1,10 @@
 """Concurrent reservation load with a recorded history, judged by the reusable checker.
 
 Kept for the cluster tests and `load.failover`: `Load` reserves one unit at a time, `check`
-collects what the service holds and runs `tests.reliability.checker.check` (no overbooking on
+collects what the service holds and runs `capsvc.testing.checker.check` (no overbooking on
 any prefix of each pool's log, every acknowledged reservation present, every idempotency key
 applied at most once with identical answers, answers consistent with the log at the versions
-they report, real-time order respected). The richer `tests.reliability.recorder.Workload`
+they report, real-time order respected). The richer `capsvc.testing.recorder.Workload`
 adds releases and reads.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from tests.reliability.checker import Op
-from tests.reliability.recorder import attempt, judge
+from capsvc.testing.checker import Op
+from capsvc.testing.recorder import attempt, judge
 
 __all__ = ["History", "Load", "Op", "check"]
 

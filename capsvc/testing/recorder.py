@@ -1,5 +1,5 @@
 """Recording clients: concurrent load against real routers, every operation logged as invoke
-then ok / rejected / fail / unknown (see `tests.reliability.checker`), and the collection of
+then ok / rejected / fail / unknown (see `capsvc.testing.checker`), and the collection of
 what the service holds afterwards, for the checker to judge.
 
 `Workload` mixes reserves (each with its own Idempotency-Key, retried with that key after a
@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.reliability.checker import Op, PoolFacts, Report, check
+from capsvc.testing.checker import Op, PoolFacts, Report, check
 
 NOT_APPLIED_CODES = ("shard_unavailable", "overloaded")  # the service promises: nothing applied
 BUSINESS = (404, 409, 422)

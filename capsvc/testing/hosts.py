@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cluster.zookeeper import ZooKeeper, free_port_range
-from tests.integration.harness import Service, wait_for
+from capsvc.testing.harness import Service, wait_for
+from capsvc.testing.zookeeper import ZooKeeper, free_port_range
 
 CLUSTER_SECRET = "test-cluster-secret-0123456789"
 
