@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint venv clean
+.PHONY: run test test-fast lint venv clean
 
 $(BIN)/capsvc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: venv
 	./scripts/test-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+# daily work: unit and contract tests, real SQLite files but no processes (under a minute)
+test-fast: venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q tests/unit tests/contract
 
 lint: venv
 	$(BIN)/ruff check .

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from capsvc.http.answer_reader import Answer, AnswerReader
+from capsvc.http.headers import CLIENT_IDLE_CLOSE_S
 
-IDLE_CLOSE_S = 30.0  # well below aiohttp's keep-alive timeout: we close idle ones first
+IDLE_CLOSE_S = CLIENT_IDLE_CLOSE_S  # below aiohttp's keep-alive timeout (headers.py)
 IDLE_MAX = 64
 
 

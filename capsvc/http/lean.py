@@ -26,10 +26,11 @@ from typing import Any
 import httptools
 
 from capsvc.http.app_relay import AppRelay, RelayFailed
+from capsvc.http.headers import SERVER_KEEPALIVE_S
 from capsvc.http.problems import problem_json
 
 log = logging.getLogger(__name__)
-KEEPALIVE_S = 75.0  # aiohttp's default; the router's pooled connections close theirs at 30 s
+KEEPALIVE_S = SERVER_KEEPALIVE_S  # our clients close their idle connections first (headers.py)
 HEADERS_MAX_BYTES = 16 * 1024
 FIELD_MAX_BYTES = 8190  # aiohttp's own limit
 PIPELINE_MAX = 16

@@ -58,8 +58,6 @@ INTERNAL_STATUS = "/internal/status"
 INTERNAL_POOLS = "/internal/pools"
 INTERNAL_PROBE = "/internal/probe"
 
-REQUEST_ID_HEADER = "X-Request-Id"
-ACTOR_HEADER = "X-Capsvc-Actor"
 
 
 def add_route(app: web.Application, route: Route, handler: Any) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 import aiohttp
 
 from capsvc.config import Config
+from capsvc.http.headers import CLUSTER_TOKEN
 from capsvc.ops.files import (
     OpsError,
     ServiceRunning,
@@ -54,7 +55,7 @@ from capsvc.paths import shards_dir, worker_socket
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 INTERNAL_BACKUP = "/internal/backup"  # served by capsvc.worker.ops_routes
-CLUSTER_TOKEN_HEADER = "X-Capsvc-Cluster-Token"
+CLUSTER_TOKEN_HEADER = CLUSTER_TOKEN
 ONLINE_ROUNDS = 5  # in a cluster, shards that moved during the backup are asked again
 
 

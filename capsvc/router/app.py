@@ -22,15 +22,14 @@ from prometheus_client.core import GaugeMetricFamily
 from capsvc.config import Config
 from capsvc.errors import CapsvcError, ShardUnavailable
 from capsvc.http import parsing
+from capsvc.http.headers import ACTOR, REQUEST_ID
 from capsvc.http.json_body import json_text
 from capsvc.http.openapi import openapi_document
 from capsvc.http.problems import problem, problem_middleware
 from capsvc.http.routes import (
-    ACTOR_HEADER,
     INTERNAL_POOLS,
     INTERNAL_PROBE,
     INTERNAL_STATUS,
-    REQUEST_ID_HEADER,
     ROUTES,
     Route,
     add_route,
@@ -97,10 +96,10 @@ def _state(request: web.Request) -> RouterState:
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id in and out, and per-route metrics."""
     started = time.perf_counter()
-    request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
     request["request_id"] = request_id
     response = await handler(request)
-    response.headers[REQUEST_ID_HEADER] = request_id
+    response.headers[REQUEST_ID] = request_id
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     state = _state(request)
@@ -128,11 +127,11 @@ def _proxy(route: Route) -> Handler:
             pool_id, _ = parsing.path_reservation(request)
         body = await request.read() if request.can_read_body else None
         headers = {h: request.headers[h] for h in FORWARD_REQUEST_HEADERS if h in request.headers}
-        headers[REQUEST_ID_HEADER] = request["request_id"]
+        headers[REQUEST_ID] = request["request_id"]
         if actor is not None:
-            headers[ACTOR_HEADER] = actor
+            headers[ACTOR] = actor
         else:
-            headers.pop(ACTOR_HEADER, None)  # a customer cannot claim to be an admin
+            headers.pop(ACTOR, None)  # a customer cannot claim to be an admin
         upstream = await _forward(state, pool_id, request.method, request.path_qs, body, headers)
         return web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
 

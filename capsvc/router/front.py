@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.errors import CapsvcError, ShardUnavailable, UpstreamUnavailable
+from capsvc.http import headers
 from capsvc.http.answer_reader import Answer
 from capsvc.http.lean import LeanFront, LeanRequest
 from capsvc.http.parsing import is_date
@@ -36,7 +37,7 @@ FORWARD_RESPONSE = frozenset(
     (b"content-type", b"idempotent-replayed", b"retry-after", b"x-capsvc-epoch",
      b"x-capsvc-version")
 )
-NOT_APPLIED = b"x-capsvc-not-applied"
+NOT_APPLIED = headers.wire(headers.NOT_APPLIED)
 
 
 def classify(method: bytes, url: bytes) -> tuple[str | None, str | None]:
@@ -125,7 +126,7 @@ class RouterFront(LeanFront):
         self._ids = 0
         self._prefix = f"{os.getpid():x}-{int(time.time()):x}-".encode()
         secret = state.config.cluster_secret if state.config.cluster.enabled else ""
-        self._upstream_extra = (b"X-Capsvc-Cluster-Token: " + secret.encode() + b"\r\n"
+        self._upstream_extra = (headers.CLUSTER_TOKEN.encode() + b": " + secret.encode() + b"\r\n"
                                 if secret else b"")
         self._proxying: set[asyncio.Task] = set()  # held until done (the loop holds tasks weakly)
 

@@ -30,9 +30,10 @@ from aiohttp import web
 from capsvc.domain import rejections as rj
 from capsvc.errors import CapsvcError, ShardUnavailable
 from capsvc.http import parsing
+from capsvc.http.headers import ACTOR, REQUEST_ID
 from capsvc.http.json_body import json_text
 from capsvc.http.problems import PROBLEMS, problem
-from capsvc.http.routes import ACTOR_HEADER, INTERNAL_POOLS, REQUEST_ID_HEADER
+from capsvc.http.routes import INTERNAL_POOLS
 from capsvc.planning.diff import PlanDiff, PoolDiff, Step, diff_plan
 from capsvc.planning.history import timeline
 from capsvc.planning.plan import (
@@ -118,8 +119,8 @@ class _PlannerApi:
 
     def _headers(self, request: web.Request, actor: str) -> dict[str, str]:
         return {
-            REQUEST_ID_HEADER: request["request_id"],
-            ACTOR_HEADER: actor,
+            REQUEST_ID: request["request_id"],
+            ACTOR: actor,
             "Content-Type": "application/json",
         }
 

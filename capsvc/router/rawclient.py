@@ -16,8 +16,9 @@ import ssl
 
 from capsvc.errors import Overloaded, UpstreamTimeout, UpstreamUnavailable
 from capsvc.http.answer_reader import Answer, AnswerReader
+from capsvc.http.headers import CLIENT_IDLE_CLOSE_S
 
-IDLE_CLOSE_S = 30.0  # below the workers' keep-alive timeout: we close idle connections first
+IDLE_CLOSE_S = CLIENT_IDLE_CLOSE_S  # below the workers' keep-alive timeout (headers.py)
 
 
 class NotSent(UpstreamUnavailable):

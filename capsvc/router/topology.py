@@ -14,6 +14,7 @@ from typing import Any
 from capsvc.cluster.directory import Directory, Owner
 from capsvc.config import Config
 from capsvc.errors import ShardUnavailable
+from capsvc.http import headers
 from capsvc.paths import worker_socket
 from capsvc.router.upstream import WorkerClient
 from capsvc.sharding import embedded_owner, shard_for_pool
@@ -84,7 +85,7 @@ class ClusterTopology:
         self.buffer_s = config.cluster.request_buffer_ms / 1000
         self._waiting = 0
         self._clients: dict[str, WorkerClient] = {}
-        self._headers = {"X-Capsvc-Cluster-Token": config.cluster_secret}
+        self._headers = {headers.CLUSTER_TOKEN: config.cluster_secret}
         self._ssl = client_context(config)
 
     async def start(self) -> None:

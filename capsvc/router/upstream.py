@@ -21,13 +21,14 @@ import aiohttp
 import yarl
 
 from capsvc.errors import UpstreamTimeout, UpstreamUnavailable
+from capsvc.http import headers
 from capsvc.router.rawclient import NotSent, RawPool
 
 log = logging.getLogger(__name__)
 FORWARD_REQUEST_HEADERS = ("Content-Type", "Idempotency-Key", "X-Request-Id", "X-Capsvc-Actor")
 FORWARD_RESPONSE_HEADERS = ("Content-Type", "Idempotent-Replayed", "Retry-After", "X-Request-Id",
                             "X-Capsvc-Epoch", "X-Capsvc-Version")
-NOT_APPLIED_HEADER = "X-Capsvc-Not-Applied"
+NOT_APPLIED_HEADER = headers.NOT_APPLIED
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, FileNotFoundError, ConnectionRefusedError)
 _SAFE_METHODS = ("GET", "HEAD")
 

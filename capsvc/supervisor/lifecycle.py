@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from capsvc.config import Config, config_from_json, config_to_json
+from capsvc.http.headers import CLUSTER_TOKEN
 from capsvc.paths import runtime_dir, worker_socket
 from capsvc.supervisor.notify import Notifier
 
@@ -88,7 +89,7 @@ async def probe_worker(config: Config, index: int) -> tuple[bool, str]:
     """A real read of every shard the worker owns (`/internal/probe`)."""
     headers = {}
     if config.cluster.enabled:
-        headers["X-Capsvc-Cluster-Token"] = config.cluster_secret
+        headers[CLUSTER_TOKEN] = config.cluster_secret
     connector = aiohttp.UnixConnector(path=str(worker_socket(config, index)))
     timeout = aiohttp.ClientTimeout(total=CHECK_TIMEOUT_S)
     try:

@@ -21,10 +21,10 @@ from capsvc.domain import commands as cmd
 from capsvc.domain import rejections as rj
 from capsvc.domain.views import pool_view, reservation_view
 from capsvc.errors import ShardUnavailable, UpstreamTimeout
-from capsvc.http import parsing
+from capsvc.http import headers, parsing
 from capsvc.http.json_body import json_text
 from capsvc.http.problems import error_problem, problem, problem_middleware, rejection_problem
-from capsvc.http.routes import ACTOR_HEADER, INTERNAL_POOLS, INTERNAL_STATUS, ROUTES, add_route
+from capsvc.http.routes import INTERNAL_POOLS, INTERNAL_STATUS, ROUTES, add_route
 from capsvc.planning.history import fold_until
 from capsvc.shard.shard import CommandResult, Shard, ShardState
 from capsvc.sharding import shard_for_pool
@@ -35,8 +35,6 @@ SHARDS = web.AppKey("shards", dict)
 CONFIG = web.AppKey("config", Config)
 WORKER_INDEX = web.AppKey("worker_index", int)
 CHANGED = web.AppKey("changed", asyncio.Event)
-EPOCH_HEADER = "X-Capsvc-Epoch"
-VERSION_HEADER = "X-Capsvc-Version"
 
 
 _NONCES = bytearray()
@@ -71,7 +69,7 @@ def _shard(request: web.Request, pool_id: str) -> Shard:
 
 async def _execute(request: web.Request, command: cmd.Command) -> CommandResult:
     shard = _shard(request, command.pool_id)
-    future = shard.submit(command, request.headers.get(ACTOR_HEADER))
+    future = shard.submit(command, request.headers.get(headers.ACTOR))
     timeout_s = request.app[CONFIG].limits.request_timeout_ms / 1000
     try:
         # On timeout the future is cancelled: if the writer has not reached it, it never applies.
@@ -104,9 +102,9 @@ def _with_order(response: web.Response, result: CommandResult) -> web.Response:
     """Where the command sits in its pool's history: the shard's epoch and the pool's version
     after it (for a replay or a refusal, the version it observed)."""
     if result.epoch is not None:
-        response.headers[EPOCH_HEADER] = str(result.epoch)
+        response.headers[headers.EPOCH] = str(result.epoch)
     if result.version is not None:
-        response.headers[VERSION_HEADER] = str(result.version)
+        response.headers[headers.VERSION] = str(result.version)
     return response
 
 
@@ -263,8 +261,6 @@ async def list_pools(request: web.Request) -> web.Response:
     return _json({"pools": views})
 
 
-NOT_APPLIED_HEADER = "X-Capsvc-Not-Applied"
-CLUSTER_TOKEN_HEADER = "X-Capsvc-Cluster-Token"
 
 
 def _cluster_gate(secret: str):
@@ -273,7 +269,7 @@ def _cluster_gate(secret: str):
     @web.middleware
     async def gate(request: web.Request, handler):
         """In a cluster, workers answer only requests that carry the cluster secret."""
-        offered = request.headers.get(CLUSTER_TOKEN_HEADER, "").encode()
+        offered = request.headers.get(headers.CLUSTER_TOKEN, "").encode()
         if not hmac.compare_digest(offered, expected):
             return problem("forbidden", "requests between hosts must carry the cluster secret")
         return await handler(request)
@@ -289,7 +285,7 @@ async def mark_not_applied(request: web.Request, handler):
         return await handler(request)
     except ShardUnavailable as e:
         response = error_problem(e)
-        response.headers[NOT_APPLIED_HEADER] = "true"
+        response.headers[headers.NOT_APPLIED] = "true"
         return response
 
 

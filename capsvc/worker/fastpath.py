@@ -29,7 +29,7 @@ from capsvc.domain import rejections as rj
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.domain.views import pool_view, reservation_view
 from capsvc.errors import CapsvcError, ShardUnavailable, UpstreamTimeout
-from capsvc.http import parsing
+from capsvc.http import headers, parsing
 from capsvc.http.json_body import json_bytes
 from capsvc.http.lean import JSON, PROBLEM_JSON, LeanFront, LeanRequest
 from capsvc.http.problems import problem_json
@@ -45,7 +45,8 @@ request_log = logging.getLogger("capsvc.worker.ops_routes")  # the request lines
 _PATHS = {r.name: r.path for r in ROUTES}  # metric labels: the routes' canonical paths
 _JSON_HEAD = b"Content-Type: " + JSON + b"\r\n"
 _REPLAYED = b"Idempotent-Replayed: true\r\n"
-_NOT_APPLIED = b"X-Capsvc-Not-Applied: true\r\n"
+_CLUSTER_TOKEN = headers.wire(headers.CLUSTER_TOKEN)
+_NOT_APPLIED = headers.NOT_APPLIED.encode() + b": true\r\n"
 FEED_PATH = INTERNAL_FEED.encode()
 
 
@@ -126,7 +127,7 @@ class WorkerFront(LeanFront):
     # -- answering -------------------------------------------------------------------------
     def handle(self, request: LeanRequest) -> None:
         if self.secret is not None and not hmac.compare_digest(
-            request.headers.get(b"x-capsvc-cluster-token", b""), self.secret
+            request.headers.get(_CLUSTER_TOKEN, b""), self.secret
         ):
             self._problem(
                 request, "forbidden", "requests between hosts must carry the cluster secret"
@@ -203,9 +204,9 @@ class WorkerFront(LeanFront):
     def _render(self, request: LeanRequest, result: CommandResult) -> None:
         order = b""
         if result.epoch is not None:
-            order += b"X-Capsvc-Epoch: %d\r\n" % result.epoch
+            order += headers.EPOCH.encode() + b": %d\r\n" % result.epoch
         if result.version is not None:
-            order += b"X-Capsvc-Version: %d\r\n" % result.version
+            order += headers.VERSION.encode() + b": %d\r\n" % result.version
         if result.rejection is not None:
             r = result.rejection
             self._problem(request, r.code, r.detail, tail=order, **r.fields)

@@ -30,9 +30,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from capsvc.config import Config
 from capsvc.errors import BadRequest, CapsvcError
-from capsvc.http import parsing
+from capsvc.http import headers, parsing
 from capsvc.http.json_body import json_text
-from capsvc.http.routes import INTERNAL_PROBE, REQUEST_ID_HEADER
+from capsvc.http.routes import INTERNAL_PROBE
 from capsvc.request_context import REQUEST_ID, install_request_id_filter
 from capsvc.shard.shard import Shard, ShardState
 from capsvc.sharding import shard_for_pool
@@ -107,7 +107,7 @@ def _observe(metrics: WorkerMetrics, shards: dict[int, Shard], config: Config):
     async def observe(request: web.Request, handler):
         if request.path.startswith("/internal/"):
             return await handler(request)  # the router's own plumbing: not client requests
-        request_id = request.headers.get(REQUEST_ID_HEADER)
+        request_id = request.headers.get(headers.REQUEST_ID)
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         try:
@@ -122,7 +122,7 @@ def _observe(metrics: WorkerMetrics, shards: dict[int, Shard], config: Config):
             REQUEST_ID.reset(token)
         record(request, response.status, started, response, request_id)
         if request_id is not None:
-            response.headers[REQUEST_ID_HEADER] = request_id
+            response.headers[headers.REQUEST_ID] = request_id
         return response
 
     return observe
