@@ -487,7 +487,10 @@ def _planner_schemas() -> dict[str, Schema]:
         "PoolAsOf": {
             "allOf": [
                 _ref("Pool"),
-                _obj({"as_of": _TIMESTAMP | {"description": "The moment asked for."}}),
+                _obj(
+                    {"as_of": _TIMESTAMP | {"description": "The moment asked for (only then)."}},
+                    required=(),
+                ),
             ]
         },
         "Board": _obj(

@@ -138,7 +138,7 @@ class _PlannerApi:
         regions, days, pools = _board_views(state, region, kind, dates)
         tag = _etag(region, kind, dates, regions, days, pools)
         headers = {"ETag": tag, "Cache-Control": "no-store"}
-        if request.headers.get("If-None-Match") == tag:
+        if none_match(request.headers.getall("If-None-Match", []), tag):
             return web.Response(status=304, headers=headers)
         body = {
             "as_of": _rfc3339_ms(int(as_of * 1000)),
@@ -431,6 +431,17 @@ def _board_views(
         days = days[:BOARD_DAYS_LISTED_MAX]
     pools = [view for date in dates for view in model.views(region, date, kind)]
     return regions, days, pools
+
+
+def none_match(header_lines: list[str], tag: str) -> bool:
+    """Whether `If-None-Match` (every line of it) matches `tag` (RFC 9110 13.1.2): `*`, or a
+    list of entity tags compared weakly (`W/"x"` matches `"x"`)."""
+    for line in header_lines:
+        for candidate in line.split(","):
+            candidate = candidate.strip()
+            if candidate == "*" or candidate.removeprefix("W/") == tag.removeprefix("W/"):
+                return True
+    return False
 
 
 def _etag(

@@ -338,6 +338,9 @@ def test_the_board_shows_every_pool_of_the_days_with_its_numbers(planner_service
     }
     etag = headers["ETag"]
     assert http(svc, "GET", path, headers={"If-None-Match": etag})[0] == 304
+    for matching in (f"W/{etag}", f'"other", {etag}', "*"):  # weak, a list, any (RFC 9110)
+        assert http(svc, "GET", path, headers={"If-None-Match": matching})[0] == 304, matching
+    assert http(svc, "GET", path, headers={"If-None-Match": '"other"'})[0] == 200
 
     reserve(svc, a, "0800-1000", 4)
     wait_for(
