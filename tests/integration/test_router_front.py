@@ -103,3 +103,26 @@ def test_a_first_request_that_is_not_hot_does_not_change_how_later_ones_are_serv
     assert [a.status for a in answers] == [200, 200, 200]
     assert answers[0].header("Server") is not None  # the app answered /healthz
     assert [a.header("Server") for a in answers[1:]] == [None, None]  # the front, both times
+
+
+def test_sigterm_closes_idle_keep_alive_connections_cleanly(tmp_path):
+    """On SIGTERM, open keep-alive connections end with a FIN after their answers, never a
+    reset (the old front reset every open connection; clients saw errors a drain must not
+    cause)."""
+    svc = Service(tmp_path / "data", workers=2).start()
+    socks = []
+    try:
+        for path in ("/healthz", "/v1/pools/nope", f"/v1/pools/{POOL}"):
+            sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+            sock.sendall(http("GET", path))
+            assert Reader(sock).read(1)[0].status in (200, 404)
+            socks.append(sock)
+        assert svc.stop() == 0
+        for sock in socks:
+            sock.settimeout(10)
+            assert sock.recv(100) == b""  # a clean end of stream, not ConnectionResetError
+    finally:
+        for sock in socks:
+            sock.close()
+        if svc.process is not None and svc.process.poll() is None:
+            svc.kill_all()
