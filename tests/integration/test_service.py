@@ -13,6 +13,7 @@ import time
 import aiohttp
 import pytest
 
+from capsvc.http.routes import ROUTES
 from capsvc.testing.harness import ADMIN_TOKEN, Service, request, wait_for
 
 pytestmark = pytest.mark.integration
@@ -140,6 +141,19 @@ def test_admin_routes_need_the_bearer_token(service):
     assert service.get("/v1/pools/auth-1")[0] == 404
     assert service.get("/v1/admin/cluster")[0] == 401
     assert service.get("/v1/admin/pools")[0] == 401
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.admin], ids=lambda r: r.name)
+def test_every_admin_route_of_the_table_answers_401_without_a_valid_token(service, route):
+    """One middleware keyed on `Route.admin` guards every admin route: no token, a wrong one
+    or one without `Bearer` answers 401 (with WWW-Authenticate) and changes nothing."""
+    path = route.path.replace("{pool_id}", "auth-table").replace("{slot_id}", "a")
+    for headers in ({}, {"Authorization": "Bearer wrong-token-000000000"},
+                    {"Authorization": ADMIN_TOKEN}):
+        status, problem, h = service.request(route.method, path, {}, headers)
+        assert (status, problem["code"]) == (401, "unauthorized"), (route.name, headers)
+        assert h["WWW-Authenticate"].startswith("Bearer")
+    assert service.get("/v1/pools/auth-table")[0] == 404
 
 
 def test_availability_grid_follows_within_a_second(service):
