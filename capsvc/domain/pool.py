@@ -1,9 +1,11 @@
 """The pool aggregate's state: slots, reservations and remembered idempotency keys.
 
 State is mutable on purpose: folding an event costs O(1) instead of copying a pool with many
-thousands of reservations. Only `evolve` mutates it (and the snapshot codec, which builds it),
-and only after the event is durable (the shard writer guarantees this), so nobody observes a
-state that the disk does not hold.
+thousands of reservations. Only `evolve` mutates it (and the snapshot codec, which builds it).
+The shard writer folds a batch's events in as it decides them, before they are durable, so
+the next command of the batch sees them; readers meanwhile get `copy_for_readers` of the
+committed state (see `capsvc/shard/shard.py`), so nobody observes a state the disk does not
+hold.
 
 Memory: a worker holds every pool of its shards, most of them with few or no reservations.
 Strings that repeat across pools (slot ids, slot times, kinds, regions, dates) are interned,

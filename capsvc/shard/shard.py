@@ -57,7 +57,7 @@ class ShardState(enum.Enum):
 class ShardSettings:
     append_batch_max: int = 256
     queue_max: int = 4096
-    checkpoint_every_events: int = 1000
+    snapshot_every_events: int = 1000
     slots_max: int = 96
     retention: KeyRetention = KeyRetention()
     # A command that waited longer than this is refused (503 overloaded, never applied)
@@ -67,7 +67,7 @@ class ShardSettings:
     def __post_init__(self) -> None:
         assert 1 <= self.append_batch_max <= self.queue_max
         assert self.queue_wait_max_s > 0
-        assert self.checkpoint_every_events >= 1 and self.slots_max >= 1
+        assert self.snapshot_every_events >= 1 and self.slots_max >= 1
 
 
 @dataclass(frozen=True)
@@ -281,7 +281,7 @@ class Shard:
             if self.state is ShardState.FAILED:
                 self._fail_queued()
                 return
-            if self._events_since_checkpoint >= self.settings.checkpoint_every_events:
+            if self._events_since_checkpoint >= self.settings.snapshot_every_events:
                 try:
                     await self._checkpoint()
                 except CapsvcError as e:  # snapshots only bound recovery time: keep serving
@@ -490,7 +490,7 @@ class Shard:
         if not pending:
             self._events_since_checkpoint = 0
             return
-        interval = self.settings.checkpoint_every_events
+        interval = self.settings.snapshot_every_events
         oldest, _ = next(iter(pending.values()))
         # the window is at least one interval: only then can any pool be overdue
         window = self._replay_window() if self.last_seq - oldest >= interval else 0
@@ -526,7 +526,7 @@ class Shard:
         """How many events recovery may have to replay: at least one checkpoint interval,
         and a share of the shard's state (replaying it costs about what loading it does)."""
         size = sum(_snapshot_size(pool) for pool in self.pools.values())
-        return max(self.settings.checkpoint_every_events, size // _SNAPSHOT_SHARE)
+        return max(self.settings.snapshot_every_events, size // _SNAPSHOT_SHARE)
 
     # -- reads -----------------------------------------------------------------------------
     def _forget_committed(self) -> None:

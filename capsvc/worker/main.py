@@ -45,7 +45,7 @@ def shard_settings(config: Config) -> ShardSettings:
         append_batch_max=config.storage.append_batch_max,
         queue_max=config.limits.shard_queue_max,
         queue_wait_max_s=config.limits.shard_queue_wait_max_ms / 1000,
-        checkpoint_every_events=config.storage.snapshot_every_events,
+        snapshot_every_events=config.storage.snapshot_every_events,
         slots_max=config.limits.slots_per_pool_max,
         retention=KeyRetention(
             config.limits.idempotency_retention_s * 1000, config.limits.idempotency_keys_max

@@ -16,7 +16,7 @@ SLOT = SlotSpec("a", "2030-01-01T08:00:00Z", "2030-01-01T10:00:00Z", 5)
 
 
 def _shard(event_log: MemoryEventLog, metrics: WorkerMetrics) -> Shard:
-    shard = Shard(3, event_log, ShardSettings(checkpoint_every_events=1000))
+    shard = Shard(3, event_log, ShardSettings(snapshot_every_events=1000))
     shard.observer = metrics  # this shard only: the class-wide default stays None
     return shard
 

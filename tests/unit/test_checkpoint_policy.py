@@ -43,8 +43,8 @@ def reserve(pool_id: str, key: str | None = None) -> cmd.ReserveCapacity:
     return cmd.ReserveCapacity(pool_id, "a", 1, key, None, f"{next(_nonces):08x}", NOW)
 
 
-async def start_shard(log: EventLog, checkpoint_every_events: int) -> Shard:
-    shard = Shard(7, log, _settings(checkpoint_every_events), clock_ms=lambda: NOW)
+async def start_shard(log: EventLog, snapshot_every_events: int) -> Shard:
+    shard = Shard(7, log, _settings(snapshot_every_events), clock_ms=lambda: NOW)
     shard.on_crash = _no_crash
     await shard.start()
     return shard
@@ -99,7 +99,7 @@ def test_a_growing_hot_pool_costs_snapshot_work_in_proportion_to_its_events():
 
     async def scenario():
         log = RecordingLog()
-        shard = await start_shard(log, checkpoint_every_events=10)
+        shard = await start_shard(log, snapshot_every_events=10)
         await submit(shard, define("hot", capacity=10_000))
         for _ in range(2_000):
             await submit(shard, reserve("hot"))
@@ -115,7 +115,7 @@ def test_a_cold_pool_left_behind_is_snapshotted_once_the_replay_window_passes_it
 
     async def scenario():
         log = RecordingLog()
-        shard = await start_shard(log, checkpoint_every_events=10)
+        shard = await start_shard(log, snapshot_every_events=10)
         await submit(shard, define("cold", capacity=10))
         await submit(shard, define("hot", capacity=10_000))
         for n in range(200):
@@ -124,7 +124,7 @@ def test_a_cold_pool_left_behind_is_snapshotted_once_the_replay_window_passes_it
         assert "cold" not in shard._unsnapshotted  # snapshotted by now
         crashed = copy.deepcopy(log)
         crashed.is_open = False
-        recovered = await start_shard(crashed, checkpoint_every_events=10)
+        recovered = await start_shard(crashed, snapshot_every_events=10)
         assert shard_state(recovered) == shard_state(shard)
         assert recovered.replayed_events < head
         await shard.drain()
@@ -154,7 +154,7 @@ def test_after_a_crash_anywhere_recovery_rebuilds_the_committed_state(commands, 
 
     async def scenario():
         log = MemoryEventLog()
-        shard = await start_shard(log, checkpoint_every_events=every)
+        shard = await start_shard(log, snapshot_every_events=every)
         for pool_id in ("p0", "p1", "p2", "p3"):
             await submit(shard, define(pool_id, capacity=1_000))
         made: dict[str, list[str]] = {p: [] for p in ("p0", "p1", "p2", "p3")}
@@ -168,7 +168,7 @@ def test_after_a_crash_anywhere_recovery_rebuilds_the_committed_state(commands, 
         crashed = copy.deepcopy(log)
         crashed.is_open = False
         window = shard._replay_window()
-        recovered = await start_shard(crashed, checkpoint_every_events=every)
+        recovered = await start_shard(crashed, snapshot_every_events=every)
         assert shard_state(recovered) == shard_state(shard)
         assert recovered.replayed_events <= window + every
         # and it goes on deciding the same way: a retried key is still answered
@@ -212,7 +212,7 @@ def test_a_real_file_copied_mid_run_recovers_the_same_state(tmp_path: Path):
 
 
 def _settings(every: int) -> ShardSettings:
-    return ShardSettings(checkpoint_every_events=every)
+    return ShardSettings(snapshot_every_events=every)
 
 
 def _no_crash(error: BaseException) -> None:

@@ -88,7 +88,7 @@ async def a_drained_disk(**settings) -> tuple[MemoryEventLog, dict, list[str]]:
 async def crash_with_damage(log: MemoryEventLog, commands: list) -> tuple[MemoryEventLog, dict]:
     """Run `commands` after the last checkpoint, then crash: the disk as the crash left it
     (those events not in any snapshot), with p1's snapshot damaged; and the state before."""
-    shard = await start_shard(log, checkpoint_every_events=1000)
+    shard = await start_shard(log, snapshot_every_events=1000)
     for command in commands:
         await submit(shard, command)
     crashed = copy.deepcopy(log)
@@ -164,7 +164,7 @@ def test_a_checkpoint_that_meets_a_damaged_pool_rebuilds_it_and_goes_on(observer
         log, _, _ = await a_drained_disk()
         # replayed onto the undecoded pool, these are set aside, not decoded
         crashed, before = await crash_with_damage(log, [reserve("p1", 1) for _ in range(3)])
-        recovered = await start_shard(crashed, checkpoint_every_events=1)
+        recovered = await start_shard(crashed, snapshot_every_events=1)
         assert observer.pools == []
         await submit(recovered, reserve("p2", 1))  # its checkpoint snapshots p1
         assert observer.pools == ["p1"] and snapshot_is_sound(crashed, "p1")

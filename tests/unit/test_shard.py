@@ -137,14 +137,14 @@ def test_commands_queued_together_are_committed_together_without_overbooking():
 
 
 @pytest.mark.parametrize(
-    "checkpoint_every_events", [1, 1000], ids=["pools in snapshots", "pools in events only"]
+    "snapshot_every_events", [1, 1000], ids=["pools in snapshots", "pools in events only"]
 )
 def test_a_failed_append_fails_its_pools_commands_and_leaves_memory_as_the_disk_is(
-    checkpoint_every_events,
+    snapshot_every_events,
 ):
     async def scenario():
         log = MemoryEventLog()
-        shard = await start_shard(log, checkpoint_every_events=checkpoint_every_events)
+        shard = await start_shard(log, snapshot_every_events=snapshot_every_events)
         for pool_id in ("a1", "b1", "c1"):
             await submit(shard, define(pool_id, capacity=10))
         await submit(shard, reserve("a1", 2))
@@ -216,13 +216,13 @@ def test_a_restarted_shard_recovers_the_same_state_and_still_replays_keys():
     run(scenario())
 
 
-@pytest.mark.parametrize("checkpoint_every_events", [5, 1000])
+@pytest.mark.parametrize("snapshot_every_events", [5, 1000])
 def test_after_a_crash_recovery_replays_only_events_after_the_checkpoint(
-    checkpoint_every_events,
+    snapshot_every_events,
 ):
     async def scenario():
         log = MemoryEventLog()
-        shard = await start_shard(log, checkpoint_every_events=checkpoint_every_events)
+        shard = await start_shard(log, snapshot_every_events=snapshot_every_events)
         await submit(shard, define("p1", capacity=100))
         await submit(shard, define("p2", capacity=100))
         for i in range(20):
@@ -236,7 +236,7 @@ def test_after_a_crash_recovery_replays_only_events_after_the_checkpoint(
 
         recovered = await start_shard(disk)
         assert shard_state(recovered) == before
-        if checkpoint_every_events == 5:
+        if snapshot_every_events == 5:
             assert recovered.replayed_events < 5
         else:
             assert recovered.replayed_events == 22
