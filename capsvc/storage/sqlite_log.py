@@ -11,8 +11,8 @@ Every sqlite3 error is translated into the project's errors in one place (`_tran
 
 Threads: appends go through the worker's `GroupCommitter` (one hand-off to one writer thread
 for every shard file with events ready in a loop turn); everything else (open, recovery reads,
-snapshots, backups) runs on the loop's default executor, so a shard that recovers or
-snapshots never holds up another shard's commits. One asyncio lock per file keeps its
+snapshots, backups) runs on the file's own thread, so a shard that recovers, snapshots or
+waits for a locked file never holds up another shard. One asyncio lock per file keeps its
 operations one at a time, and a read out of any open transaction. The standard `sqlite3`
 module is used directly rather than aiosqlite: an aiosqlite connection owns its thread, so
 64 shard files were 64 hand-offs where one does.
@@ -25,6 +25,7 @@ import functools
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -124,6 +125,11 @@ class SqliteEventLog(EventLog):
         self._own_committer = committer is None  # tools and tests: a writer thread of its own
         self._committer = committer
         self._db: sqlite3.Connection | None = None
+        # Everything but appends runs on this file's own thread, one per open: a shard that
+        # recovers, snapshots or waits for a locked file holds up no other shard (the loop's
+        # default executor has a handful of threads for the whole worker).
+        self._executor = _new_thread(path)
+        self._closed = False
         self._lock = asyncio.Lock()
         self.epoch = 0
 
@@ -152,12 +158,14 @@ class SqliteEventLog(EventLog):
         assert db is not None, "log is not open"
         async with self._lock:
             loop = asyncio.get_running_loop()
-            return await self._in_thread(loop.run_in_executor(None, work, db))
+            return await self._in_thread(loop.run_in_executor(self._executor, work, db))
 
     async def open(self, epoch: int | None) -> LogHead:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._closed:  # reopened after a close: a new thread
+            self._executor, self._closed = _new_thread(self.path), False
         loop = asyncio.get_running_loop()
-        db, head = await self._in_thread(loop.run_in_executor(None, self._prepare, epoch))
+        db, head = await self._in_thread(loop.run_in_executor(self._executor, self._prepare, epoch))
         if self._committer is None:
             self._committer = GroupCommitter(f"capsvc-commit-{self.path.stem}")
         self._db = db
@@ -267,14 +275,14 @@ class SqliteEventLog(EventLog):
         async with self._lock:
             cursor = await self._in_thread(
                 loop.run_in_executor(
-                    None, db.execute, f"{select} WHERE seq > ? ORDER BY seq", (after_seq,)
+                    self._executor, db.execute, f"{select} WHERE seq > ? ORDER BY seq", (after_seq,)
                 )
             )
             # The next batch is fetched (on a thread) while the caller folds this one in.
-            ahead = loop.run_in_executor(None, cursor.fetchmany, batch)
+            ahead = loop.run_in_executor(self._executor, cursor.fetchmany, batch)
             try:
                 while rows := await self._in_thread(ahead):
-                    ahead = loop.run_in_executor(None, cursor.fetchmany, batch)
+                    ahead = loop.run_in_executor(self._executor, cursor.fetchmany, batch)
                     yield rows
             finally:
                 if not ahead.done():
@@ -354,13 +362,23 @@ class SqliteEventLog(EventLog):
     async def close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
+            # On the file's thread, after the operation in progress: closing the last
+            # connection of a WAL file checkpoints it (writes and fsyncs), which must not
+            # stop the event loop (it did, for tens of ms a shard, during every handoff).
+            loop = asyncio.get_running_loop()
             try:
-                db.close()
+                await asyncio.shield(loop.run_in_executor(self._executor, db.close))
             except sqlite3.Error as e:  # closing must not mask the reason we are closing
                 log.warning("closing %s failed: %s", self.path.name, e)
+        self._executor.shutdown(wait=False)
+        self._closed = True
         if self._own_committer and self._committer is not None:
             committer, self._committer = self._committer, None
             await asyncio.get_running_loop().run_in_executor(None, committer.close)
+
+
+def _new_thread(path: Path) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix=f"capsvc-{path.stem}")
 
 
 def _meta(db: sqlite3.Connection, key: str, default: int) -> int:

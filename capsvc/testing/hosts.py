@@ -3,6 +3,7 @@ and worker ports, all sharing one data directory and one ZooKeeper."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from capsvc.testing.harness import Service, wait_for
@@ -13,13 +14,17 @@ CLUSTER_SECRET = "test-cluster-secret-0123456789"
 
 def cluster_host(data_dir: Path, zk: ZooKeeper, host_id: str, *, workers: int = 2,
                  shard_count: int = 8, session_timeout_ms: int = 3000,
-                 owner_lease_ms: int = 2000) -> Service:
+                 owner_lease_ms: int = 2000, name: str | None = None) -> Service:
     base = free_port_range(workers)
+    # One ZooKeeper serves many tests: each cluster (the hosts sharing a data directory) gets
+    # its own root under it.
+    if name is None:
+        name = "test-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
     return Service(
         data_dir, workers=workers, shard_count=shard_count, config_name=f"host-{host_id}",
         service_extra=f"worker_port_base = {base}\n",
         extra_config=(
-            f'[cluster]\nzookeeper = "{zk.hosts}"\nname = "test"\nhost_id = "{host_id}"\n'
+            f'[cluster]\nzookeeper = "{zk.hosts}"\nname = "{name}"\nhost_id = "{host_id}"\n'
             f'secret = "{CLUSTER_SECRET}"\nsession_timeout_ms = {session_timeout_ms}\n'
             f"owner_lease_ms = {owner_lease_ms}\nrebalance_delay_ms = 200\n"
         ),

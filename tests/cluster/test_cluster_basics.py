@@ -6,16 +6,8 @@ import pytest
 
 from capsvc.testing.harness import wait_for
 from capsvc.testing.hosts import cluster_host, shard_owners, wait_balanced
-from capsvc.testing.zookeeper import ZooKeeper
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def zookeeper(tmp_path):
-    zk = ZooKeeper(tmp_path / "zk").start()
-    yield zk
-    zk.stop()
 
 
 def test_two_hosts_share_the_shards_and_route_across_hosts(tmp_path, zookeeper):

@@ -12,18 +12,10 @@ import pytest
 from capsvc.testing.harness import wait_for
 from capsvc.testing.history import Load, check
 from capsvc.testing.hosts import cluster_host, shard_owners, wait_balanced
-from capsvc.testing.zookeeper import ZooKeeper
 
 pytestmark = pytest.mark.cluster
 SESSION_TIMEOUT_S = 3.0
 CAPACITY = 100_000
-
-
-@pytest.fixture
-def zookeeper(tmp_path):
-    zk = ZooKeeper(tmp_path / "zk").start()
-    yield zk
-    zk.stop()
 
 
 @pytest.fixture
@@ -110,6 +102,7 @@ def test_a_worker_killed_alone_is_restarted_and_reclaims_quickly(cluster):
     check(history, a, pools, CAPACITY)
 
 
+@pytest.mark.own_zookeeper
 @pytest.mark.parametrize(
     "cluster", [{"session_timeout_ms": 15000, "owner_lease_ms": 10000}], indirect=True)
 def test_zookeeper_restart_within_the_session_timeout_moves_nothing(cluster, zookeeper):
@@ -198,6 +191,7 @@ def test_a_host_joining_takes_its_share_without_failing_a_request(cluster, tmp_p
         c.kill_all()
 
 
+@pytest.mark.own_zookeeper
 def test_a_long_zookeeper_outage_stops_writes_keeps_reads_and_heals(cluster, zookeeper):
     """Fault: ZooKeeper down for twice the session timeout. Property: writes answer 503
     (consistency over availability), the availability grid keeps being served, and once

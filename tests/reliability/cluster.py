@@ -27,9 +27,8 @@ def host(data: Path, zk: ZooKeeper, host_id: str, name: str, *, faults: tuple[st
     """A cluster host (capsvc.testing.hosts) in ZooKeeper namespace `name`, with test faults."""
     svc = cluster_host(data, zk, host_id, workers=workers, shard_count=shard_count,
                        session_timeout_ms=settings.pop("session_timeout_ms", SESSION_TIMEOUT_MS),
-                       **settings)
-    text = svc.config_path.read_text().replace('name = "test"', f'name = "{name}"')
-    svc.config_path.write_text(text + extra)
+                       name=name, **settings)
+    svc.config_path.write_text(svc.config_path.read_text() + extra)
     svc.env.update(fault_env(*faults))
     return svc
 
