@@ -1,9 +1,11 @@
 # Two commands set up everything on a fresh machine:
-#   make run    start capsvc on the embedded default (one host, no ZooKeeper, ./data)
+#   make run    start capsvc on the embedded default (one host, no ZooKeeper, ./data);
+#               `make run PORT=8081` listens on another port
 #   make test   run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+PORT   ?=
 
 .PHONY: run test test-fast lint venv clean
 
@@ -16,7 +18,7 @@ $(BIN)/capsvc: pyproject.toml
 venv: $(BIN)/capsvc
 
 run: venv
-	$(BIN)/capsvc serve --config config.toml
+	$(BIN)/capsvc serve --config config.toml $(if $(PORT),--port $(PORT))
 
 test: venv
 	./scripts/test-deps.sh

@@ -1,5 +1,6 @@
-"""The one command line: `capsvc serve`, `capsvc check-config`, and the internal `child`
-entry point the supervisor uses to start workers and the router."""
+"""The one command line: `capsvc serve`, `capsvc check-config`, the operator commands
+(capsvc/ops/commands.py), `capsvc plan` (capsvc/cli_plan.py), and the internal `child` entry
+point the supervisor uses to start workers and the router (kept out of `--help`)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ from capsvc.ops.commands import OPS_COMMANDS, add_ops_commands, run_ops_command
 from capsvc.testing import faults
 
 ENV_CONFIG = "CAPSVC_CONFIG"
+DESCRIPTION = (
+    "capsvc: capacity reservations for scheduled delivery. "
+    "`capsvc COMMAND --help` tells more about one command."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="capsvc", description=__doc__)
+    parser = argparse.ArgumentParser(prog="capsvc", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the supervisor, its workers and the router")
@@ -36,8 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     add_ops_commands(sub)  # backup, restore, verify, archive
 
     add_plan_parser(sub)
-
-    child = sub.add_parser("child", help=argparse.SUPPRESS)
+    # The internal `child` stays out of the help: not in the metavar, and with no `help` it
+    # is not listed (help=SUPPRESS would list it as "==SUPPRESS==").
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
+    child = sub.add_parser("child")
     child.add_argument("role", choices=("worker", "router"))
     child.add_argument("--index", type=int, default=0)
     child.add_argument("--parent", type=int, required=True)
@@ -47,7 +54,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Config:
     path = args.config or os.environ.get(ENV_CONFIG) or None
-    config = load_config(path)
+    try:
+        config = load_config(path)
+    except OSError as e:  # a directory, no permission: one line, not a traceback
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     if args.command == "serve":
         config = config.with_overrides(
             port=args.port, host=args.host, data_dir=args.data_dir, workers=args.workers

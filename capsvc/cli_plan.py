@@ -2,13 +2,15 @@
 through the HTTP admin API (the same routes as the board page), with the admin token from
 $CAPSVC_ADMIN_TOKEN or a token file.
 
-Exit codes: 0 done (or, with --dry-run, the plan would apply); 1 the plan was refused,
-invalid, or only partly applied; 2 the service could not be asked (usage, network, token).
+Exit codes: 0 done (or, with --dry-run, the plan would apply); 1 the service answered with a
+refusal or an error (the plan refused, invalid, only partly applied; an export refused); 2 the
+service could not be asked (usage, a bad URL or output path, network, token).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -17,6 +19,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from capsvc.domain.wording import counted
 
 ENV_URL = "CAPSVC_URL"
 ENV_TOKEN = "CAPSVC_ADMIN_TOKEN"
@@ -27,6 +31,10 @@ TIMEOUT_S = 120.0
 
 class CliError(Exception):
     """The service could not be asked; exit code 2."""
+
+
+class Answered(Exception):
+    """The service answered with an error; exit code 1."""
 
 
 def add_plan_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,10 +67,25 @@ def run_plan(args: argparse.Namespace) -> int:
     except CliError as e:
         print(f"capsvc plan: {e}", file=sys.stderr)
         return 2
+    except Answered as e:
+        print(f"capsvc plan: {e}", file=sys.stderr)
+        return 1
 
 
 def _base_url(args: argparse.Namespace) -> str:
-    return (args.url or os.environ.get(ENV_URL) or DEFAULT_URL).rstrip("/")
+    url = (args.url or os.environ.get(ENV_URL) or DEFAULT_URL).rstrip("/")
+    if not _is_http_url(url):
+        raise CliError(f"--url {url!r} is not an http(s) URL such as {DEFAULT_URL}")
+    return url
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is no number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -74,7 +97,7 @@ def _token(args: argparse.Namespace) -> str:
         path = Path(DEFAULT_TOKEN_FILE)
     try:
         token = path.read_text().strip()
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise CliError(f"no admin token: set ${ENV_TOKEN} or pass --token-file ({e})") from None
     if not token:
         raise CliError(f"the token file {path} is empty")
@@ -95,6 +118,16 @@ def _call(
         return e.code, e.read(), e.headers.get("Content-Type", "")
     except (urllib.error.URLError, OSError) as e:
         raise CliError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
+    except (ValueError, http.client.HTTPException) as e:  # not HTTP that answered
+        raise CliError(f"cannot ask {url}: {e!r}") from None
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 def _apply(args: argparse.Namespace, base: str, token: str) -> int:
@@ -104,12 +137,11 @@ def _apply(args: argparse.Namespace, base: str, token: str) -> int:
         raise CliError(f"cannot read {args.file}: {e}") from None
     query = "?dry_run=true" if args.dry_run else ""
     status, body, _ = _call("POST", f"{base}/v1/admin/plans{query}", token, data, "text/csv")
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        raise CliError(f"the service answered {status} with no JSON") from None
     if status == 401:
         raise CliError("the admin token was refused (401)")
+    answer = _json_object(body)
+    if answer is None:
+        raise Answered(f"the service answered {status} with no JSON: {_start(body)}")
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
@@ -120,6 +152,8 @@ def _apply(args: argparse.Namespace, base: str, token: str) -> int:
 
 
 def _export(args: argparse.Namespace, base: str, token: str) -> int:
+    if args.output:
+        _check_writable(Path(args.output))
     query = {"region": args.region, "from": args.first}
     if args.last:
         query["to"] = args.last
@@ -127,17 +161,36 @@ def _export(args: argparse.Namespace, base: str, token: str) -> int:
         query["kind"] = args.kind
     url = f"{base}/v1/admin/plans/export?{urllib.parse.urlencode(query)}"
     status, body, _ = _call("GET", url, token)
+    if status == 401:
+        raise CliError("the admin token was refused (401)")
     if status != 200:
-        try:
-            detail = json.loads(body).get("detail", "")
-        except ValueError:
-            detail = body[:200].decode(errors="replace")
-        raise CliError(f"export failed ({status}): {detail}")
-    if args.output:
-        Path(args.output).write_bytes(body)
-    else:
+        problem = _json_object(body)
+        detail = problem.get("detail", "") if problem is not None else _start(body)
+        raise Answered(f"export failed ({status}): {detail}")
+    if not args.output:
         sys.stdout.write(body.decode())
+        return 0
+    try:
+        Path(args.output).write_bytes(body)
+    except OSError as e:
+        raise Answered(f"cannot write {args.output}: {e.strerror or e}") from None
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Before asking: an output file that could never be written is a usage error."""
+    if path.is_dir():
+        raise CliError(f"cannot write {path}: it is a directory")
+    if not path.parent.is_dir():
+        raise CliError(f"cannot write {path}: no directory {path.parent}")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise CliError(f"cannot write {path}: permission denied")
+
+
+def _start(body: bytes) -> str:
+    """The first line of a body that is not what capsvc sends, for the error message."""
+    text = body[:200].decode(errors="replace").strip()
+    return text.splitlines()[0] if text else "(empty)"
 
 
 # -- the human-readable report -------------------------------------------------------------
@@ -150,10 +203,18 @@ def format_answer(source: str, status: int, answer: dict[str, Any]) -> str:
                 where += f", {error['field']}"
             lines.append(f"  {where}: {error['detail']}")
         if answer.get("errors_total", 0) > len(answer.get("errors", [])):
-            lines.append(f"  ... {answer['errors_total']} errors in all")
+            lines.append(f"  ... {counted(answer['errors_total'], 'error')} in all")
         return "\n".join(lines)
-    mode = "DRY RUN, nothing written" if answer["dry_run"] else "applied"
-    lines = [f"{source}: {answer['row_count']} rows, {len(answer['pools'])} pools ({mode})"]
+    if answer["dry_run"]:
+        mode = "DRY RUN, nothing written"
+    elif answer.get("applied"):
+        mode = "applied"
+    elif "applied" in answer:  # applied pool by pool, and some pools failed
+        mode = "only partly applied"
+    else:  # refused after the check: nothing was applied
+        mode = "REFUSED, nothing written"
+    size = f"{counted(answer['row_count'], 'row')}, {counted(len(answer['pools']), 'pool')}"
+    lines = [f"{source}: {size} ({mode})"]
     for pool in answer["pools"]:
         lines.append(f"  {pool['pool_id']}: {pool['outcome']}")
         for change in pool["changes"]:
@@ -164,7 +225,7 @@ def format_answer(source: str, status: int, answer: dict[str, Any]) -> str:
     s = answer["summary"]
     lines.append(
         f"summary: {s['created']} created, {s['raised']} raised, {s['lowered']} lowered, "
-        f"{s['refused']} refused, {s['unchanged_pools']} pools unchanged"
+        f"{s['refused']} refused, {counted(s['unchanged_pools'], 'pool')} unchanged"
     )
     if answer["dry_run"]:
         verdict = "yes" if answer.get("would_apply") else "no: the plan would be refused"

@@ -14,6 +14,7 @@ from capsvc.domain import rejections as rj
 from capsvc.domain.ids import make_reservation_id
 from capsvc.domain.pool import Pool
 from capsvc.domain.rejections import Rejection
+from capsvc.domain.wording import counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +106,14 @@ def _reserve(pool: Pool, c: cmd.ReserveCapacity) -> Decision:
         return _reject(rj.SLOT_CLOSED, f"slot {c.slot_id} is closed")
     available = pool.available(slot)
     if c.units > available:
-        return _reject(
-            rj.CAPACITY_EXHAUSTED,
-            f"slot {c.slot_id} has {available} units available, {c.units} requested",
-            available_units=available,
-        )
+        left = counted(available, "unit")
+        if available < slot.capacity - slot.reserved:  # the pool's total is the limit
+            where = (f"pool {pool.pool_id} has {left} left of its total capacity of "
+                     f"{pool.total_capacity}")
+        else:
+            where = f"slot {c.slot_id} has {left} available"
+        detail = f"{where}, {c.units} requested"
+        return _reject(rj.CAPACITY_EXHAUSTED, detail, available_units=available)
     reservation_id = make_reservation_id(pool.pool_id, pool.reservation_count + 1, c.nonce)
     event = ev.CapacityReserved(
         reservation_id, c.slot_id, c.units, c.order_ref, c.idempotency_key, c.now_ms
@@ -136,7 +140,7 @@ def _update_slot(pool: Pool, c: cmd.UpdateSlot) -> Decision:
         if c.capacity < slot.reserved:
             return _reject(
                 rj.CAPACITY_BELOW_RESERVED,
-                f"slot {c.slot_id} has {slot.reserved} units reserved; "
+                f"slot {c.slot_id} has {counted(slot.reserved, 'unit')} reserved; "
                 f"capacity cannot go below that",
                 reserved_units=slot.reserved,
             )
@@ -150,7 +154,7 @@ def _add_slot(pool: Pool, c: cmd.AddSlot, slots_max: int) -> Decision:
     if c.slot.slot_id in pool.slots:
         return _reject(rj.SLOT_EXISTS, f"pool {pool.pool_id} already has slot {c.slot.slot_id}")
     if len(pool.slots) >= slots_max:
-        return _reject(rj.TOO_MANY_SLOTS, f"a pool holds at most {slots_max} slots")
+        return _reject(rj.TOO_MANY_SLOTS, f"a pool holds at most {counted(slots_max, 'slot')}")
     return Decision(events=(ev.SlotAdded(c.slot),))
 
 
@@ -160,7 +164,7 @@ def _change_total(pool: Pool, c: cmd.ChangeTotalCapacity) -> Decision:
     if c.total_capacity is not None and c.total_capacity < pool.total_reserved:
         return _reject(
             rj.TOTAL_CAPACITY_BELOW_RESERVED,
-            f"pool {pool.pool_id} has {pool.total_reserved} units reserved; "
+            f"pool {pool.pool_id} has {counted(pool.total_reserved, 'unit')} reserved; "
             f"total capacity cannot go below that",
             reserved_units=pool.total_reserved,
         )

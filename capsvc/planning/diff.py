@@ -22,6 +22,7 @@ from typing import Any
 
 from capsvc.domain import rejections as rj
 from capsvc.domain.events import SlotSpec
+from capsvc.domain.wording import counted
 from capsvc.planning.plan import Plan, PlannedPool
 
 CREATED, RAISED, LOWERED, REFUSED = "created", "raised", "lowered", "refused"
@@ -143,7 +144,7 @@ def diff_pool(planned: PlannedPool, now: dict[str, Any] | None, slots_max: int) 
             planned.line,
             field="pool",
             after=units,
-            detail=f"new {d.kind} pool: {len(d.slots)} slot(s), {units} units",
+            detail=f"new {d.kind} pool: {counted(len(d.slots), 'slot')}, {counted(units, 'unit')}",
         )
         return PoolDiff(
             d.pool_id, planned.line, False, (change,), (Step("PUT", path, body, change),)
@@ -200,7 +201,8 @@ def _diff_total(
                 before=before,
                 after=after,
                 code=rj.TOTAL_CAPACITY_BELOW_RESERVED,
-                detail=f"pool {planned.pool_id} has {now['total_reserved']} units reserved; "
+                detail=f"pool {planned.pool_id} has {counted(now['total_reserved'], 'unit')} "
+                "reserved; "
                 "total capacity cannot go below that",
             )
         )
@@ -222,7 +224,7 @@ def _new_slot(spec: SlotSpec, line: int, count_after: int, slots_max: int) -> Ch
             "slot",
             after=spec.capacity,
             code=rj.TOO_MANY_SLOTS,
-            detail=f"the pool would have {count_after} slots; at most {slots_max}",
+            detail=f"the pool would have {counted(count_after, 'slot')}; at most {slots_max}",
         )
     return Change(CREATED, line, spec.slot_id, "slot", after=spec.capacity)
 
@@ -264,7 +266,7 @@ def _diff_slot(
                 before,
                 after,
                 code=rj.CAPACITY_BELOW_RESERVED,
-                detail=f"slot {spec.slot_id} has {slot['reserved']} units reserved; "
+                detail=f"slot {spec.slot_id} has {counted(slot['reserved'], 'unit')} reserved; "
                 "capacity cannot go below that",
             )
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 from capsvc.domain.evolve import evolve
 from capsvc.domain.pool import KeyRetention, Pool
+from capsvc.domain.wording import counted
 from capsvc.storage.log import StoredEvent
 
 MINUTE_MS = 60_000
@@ -112,7 +113,7 @@ class _Timeline:
             self.total = (data["total_capacity"],)
             units = sum(s[3] for s in data["slots"])
             n = len(data["slots"])
-            summary = f"pool defined: {n} slot{'s' if n != 1 else ''}, {units} units"
+            summary = f"pool defined: {counted(n, 'slot')}, {counted(units, 'unit')}"
             if data["total_capacity"] is not None:
                 summary += f", total capacity {data['total_capacity']}"
         elif kind == "SlotAdded":
@@ -159,11 +160,11 @@ def _bookings_summary(bucket: dict[str, Any]) -> str:
     parts = []
     if bucket["reservations"]:
         n = bucket["reservations"]
-        parts.append(f"{n} reservation{'s' if n != 1 else ''} (+{bucket['reserved_units']} units)")
+        parts.append(f"{counted(n, 'reservation')} (+{counted(bucket['reserved_units'], 'unit')})")
     if bucket["releases"]:
         n = bucket["releases"]
-        text = f"{n} release{'s' if n != 1 else ''}"
+        text = counted(n, "release")
         if bucket["released_units"]:
-            text += f" (−{bucket['released_units']} units)"
+            text += f" (−{counted(bucket['released_units'], 'unit')})"
         parts.append(text)
     return ", ".join(parts)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from capsvc.domain import commands as cmd
+from capsvc.domain.wording import counted
 from capsvc.errors import BadRequest
 from capsvc.http import parsing
 
@@ -70,7 +71,7 @@ class PlanInvalid(Exception):
     """The plan cannot be read; `errors` says where, row by row."""
 
     def __init__(self, errors: list[RowError], rows: int) -> None:
-        super().__init__(f"{len(errors)} errors in a plan of {rows} rows")
+        super().__init__(f"{counted(len(errors), 'error')} in a plan of {counted(rows, 'row')}")
         self.errors = errors
         self.rows = rows
 
@@ -102,7 +103,7 @@ def read_plan(data: bytes, limits: parsing.InputLimits, rows_max: int = PLAN_ROW
     body = lines[1:]
     if len(body) > rows_max:
         raise PlanInvalid(
-            [RowError(body[rows_max][0], None, f"a plan has at most {rows_max} rows; split it")],
+            [RowError(body[rows_max][0], None, f"a plan has at most {counted(rows_max, 'row')}; split it")],
             len(body),
         )
     errors: list[RowError] = []
@@ -189,7 +190,7 @@ class _Builder:
             )
         if len(self.slots) >= slots_max:
             return RowError(
-                line, "slot_id", f"pool {row.pool_id} would have more than {slots_max} slots"
+                line, "slot_id", f"pool {row.pool_id} would have more than {counted(slots_max, 'slot')}"
             )
         self.slots.append(slot)
         self.slot_lines[slot.slot_id] = line

@@ -7,7 +7,9 @@ changes of every commit since the last (it used to be one round trip, one render
 parse per commit: a sixth of a worker's CPU under uniform writes). So the model is normally
 a few milliseconds behind (`feed_interval_ms` plus a round trip), and at most `feed_wait_ms`
 plus one round trip in steady state. A failed poll is retried after `feed_retry_ms`; it never
-stops the loop.
+stops the loop. A worker that has never answered and cannot be reached yet (the router starts
+before the workers listen) is waited for quietly for up to `grace_ms`; after that, and once it
+has answered, a failure logs a warning.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from capsvc.config import ReadModelConfig
 from capsvc.errors import CapsvcError, UpstreamUnavailable
 from capsvc.http.json_body import decode_json
 from capsvc.http.routes import INTERNAL_FEED
+from capsvc.router.rawclient import NotSent
 from capsvc.router.read_model import ReadModel
 from capsvc.router.upstream import WorkerClient
 
@@ -30,11 +33,16 @@ FEED_PAGE_POOLS = 50
 
 
 async def follow_worker(
-    worker: WorkerClient, model: ReadModel, settings: ReadModelConfig, timeout_ms: int
+    worker: WorkerClient,
+    model: ReadModel,
+    settings: ReadModelConfig,
+    timeout_ms: int,
+    grace_ms: int = 0,
 ) -> None:
     wait_ms, retry_ms = settings.feed_wait_ms, settings.feed_retry_ms
     interval_s = settings.feed_interval_ms / 1000
     loop = asyncio.get_running_loop()
+    quiet_until = loop.time() + grace_ms / 1000  # until it first answers
     failing = False
     while True:
         started = loop.time()
@@ -47,11 +55,15 @@ async def follow_worker(
         try:
             answer = await _poll(worker, path, timeout_ms / 1000)
         except (CapsvcError, ValueError) as e:
-            if not failing:
+            if isinstance(e, NotSent) and loop.time() < quiet_until:
+                log.debug("read-model feed waiting for the worker: %s", e,
+                          extra={"worker": worker.name})
+            elif not failing:
                 log.warning("read-model feed failing: %s", e, extra={"worker": worker.name})
-            failing = True
+                failing = True
             await asyncio.sleep(retry_ms / 1000)
             continue
+        quiet_until = 0.0  # it has answered: from now on a failure warns
         if failing:
             log.info("read-model feed recovered", extra={"worker": worker.name})
             failing = False
@@ -74,10 +86,11 @@ async def _poll(worker: WorkerClient, path: str, timeout_s: float) -> dict[str, 
 
 
 async def follow_all(
-    topology, model: ReadModel, settings: ReadModelConfig, timeout_ms: int
+    topology, model: ReadModel, settings: ReadModelConfig, timeout_ms: int, grace_ms: int = 0
 ) -> None:
     """One feed loop per worker the topology knows, started and stopped as workers come and
-    go (a cluster's membership changes; the embedded set never does)."""
+    go (a cluster's membership changes; the embedded set never does). `grace_ms`: how long a
+    new worker's loop waits quietly for it to listen."""
     loops: dict[str, asyncio.Task] = {}
     try:
         while True:
@@ -89,7 +102,7 @@ async def follow_all(
             for name, client in current.items():
                 if name not in loops:
                     loops[name] = asyncio.create_task(
-                        follow_worker(client, model, settings, timeout_ms),
+                        follow_worker(client, model, settings, timeout_ms, grace_ms),
                         name=f"feed-{name}",
                     )
             await topology.wait_change(1.0)

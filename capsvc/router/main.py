@@ -93,7 +93,8 @@ async def serve_router(config: Config, listen_fd: int) -> None:
         zk.on_state(lambda s: state.zk_states.labels(str(s).lower()).inc())
     rm, limits = config.read_model, config.limits
     feeds = asyncio.create_task(
-        follow_all(topology, model, rm, limits.request_timeout_ms),
+        follow_all(topology, model, rm, limits.request_timeout_ms,
+                   config.supervisor.start_timeout_ms),
         name="feeds",
     )
     app = make_router_app(state)

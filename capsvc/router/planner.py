@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from capsvc.domain import rejections as rj
+from capsvc.domain.wording import counted
 from capsvc.errors import CapsvcError, ShardUnavailable
 from capsvc.http import parsing
 from capsvc.http.headers import ACTOR, REQUEST_ID
@@ -243,7 +244,7 @@ class _PlannerApi:
             bad_lines = len({err.line for err in e.errors})
             return problem(
                 "invalid_field",
-                f"{bad_lines} line(s) of the plan are invalid; nothing was applied",
+                f"the plan has {counted(bad_lines, 'invalid line')}; nothing was applied",
                 field="plan",
                 errors=[err.as_dict() for err in e.errors[:ERRORS_SHOWN_MAX]],
                 errors_total=len(e.errors),
@@ -264,8 +265,8 @@ class _PlannerApi:
             refused = report["summary"]["refused"]
             return problem(
                 first.code,
-                f"{refused} change(s) of the plan would be refused (first: line {first.line}: "
-                f"{first.detail}); nothing was applied",
+                f"{counted(refused, 'change')} of the plan would be refused "
+                f"(first: line {first.line}: {first.detail}); nothing was applied",
                 **report,
             )
         return await self._apply(request, actor, diff, report)
@@ -324,7 +325,7 @@ class _PlannerApi:
         first = failed[0]
         return problem(
             first["code"],
-            f"{len(failed)} of {len(results)} pools could not be fully changed (first: "
+            f"{len(failed)} of {counted(len(results), 'pool')} could not be fully changed (first: "
             f"{first['pool_id']}: {first['detail']}); the other pools were changed; applying "
             "the same plan again changes only what still differs",
             retry_after_s=first.get("retry_after_s"),

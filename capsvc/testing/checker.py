@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from capsvc.domain.wording import counted
+
 DEFINITE = ("ok", "rejected", "fail")
 WRITE, READ = 0, 1
 
@@ -231,7 +233,7 @@ def check(ops: Iterable[Op], facts: Iterable[PoolFacts], *, wg_max_ops: int = 14
 def _check_final(f: PoolFacts, r: Replay, report: Report) -> None:
     if f.final is None:
         if f.events:
-            report.add(f"{f.pool_id}: has {len(f.events)} events but reads as missing")
+            report.add(f"{f.pool_id}: has {counted(len(f.events), 'event')} but reads as missing")
         return
     last = r.states[-1]
     if f.final["version"] != last.version:
@@ -309,7 +311,7 @@ def _check_answers(f: PoolFacts, ops: list[Op], r: Replay, report: Report) -> No
             state = r.states[v]
             if op.slot_id in state.capacity and state.available(op.slot_id) >= op.units:
                 report.add(f"{pool}: {_name(op)} refused capacity_exhausted at version {v}, "
-                           f"where {state.available(op.slot_id)} units were free")
+                           f"with {counted(state.available(op.slot_id), 'unit')} free")
         elif op.kind == "release" and v is not None:
             released_at = r.released.get(op.reservation_id)
             if released_at is None or released_at > v:

@@ -150,3 +150,12 @@ def test_archive_never_takes_pools_of_today_or_later(data, capsys):
     assert result.returncode == 1 and "future" in result.stderr
     result = cli(capsys, "archive", "show", "no-such-pool", "--config", data["path"])
     assert result.returncode == 1 and "not in" in result.stderr
+
+
+def test_the_report_counts_in_words(data, capsys):
+    """old-0 and old-2 are dated before the 13th; old-0 stays (it holds its shard's newest
+    event), so exactly one pool moves."""
+    result = cli(capsys, "archive", "--before", "2025-01-13", "--dry-run", "--config", data["path"])
+    lines = result.stdout.splitlines()
+    assert lines[0] == "would archive 1 pool dated before 2025-01-13", result.stdout
+    assert lines[1].startswith("  old-2 (shard ") and ", 2 events) -> 2025-01.sqlite3" in lines[1]

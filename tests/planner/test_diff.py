@@ -209,3 +209,16 @@ def test_same_instant():
     assert same_instant("2026-12-01T08:00:00+08:00", "2026-12-01T00:00:00Z")
     assert not same_instant("2026-12-01T08:00:00+08:00", "2026-12-01T08:00:00Z")
     assert not same_instant("garbage", "2026-12-01T08:00:00Z")
+
+
+def test_details_count_in_words():
+    created = diff_plan(plan((*A, 1)), {"p": None}, LIMITS.slots_max).pools[0].changes[0]
+    assert created.detail == "new logistics pool: 1 slot, 1 unit"
+    lowered = diff_plan(plan((*A, 0)), {"p": view((*A, 5, 1))}, LIMITS.slots_max)
+    assert lowered.pools[0].changes[0].detail == (
+        "slot a has 1 unit reserved; capacity cannot go below that"
+    )
+    total = diff_plan(plan((*A, 5), total=0), {"p": view((*A, 5, 1), total=5)}, LIMITS.slots_max)
+    assert total.pools[0].changes[0].detail == (
+        "pool p has 1 unit reserved; total capacity cannot go below that"
+    )

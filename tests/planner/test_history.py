@@ -96,7 +96,7 @@ def test_bookings_are_grouped_per_minute_and_changes_kept_one_by_one():
     assert [(e["kind"], e["summary"]) for e in entries] == [
         ("change", "pool defined: 1 slot, 5 units, total capacity 50"),
         ("bookings", "3 reservations (+3 units)"),
-        ("bookings", "1 release (−1 units)"),
+        ("bookings", "1 release (−1 unit)"),
         ("change", "capacity of a 5 → 8"),
         ("bookings", "1 reservation (+2 units)"),
         ("change", "total capacity 50 → none"),

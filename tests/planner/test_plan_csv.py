@@ -177,3 +177,9 @@ def test_an_export_reads_back_as_the_same_plan():
     p1 = plan.pools[0].definition
     assert [(s.slot_id, s.capacity) for s in p1.slots] == [("b", 7), ("a", 3)]
     assert p1.total_capacity is None and plan.pools[1].definition.total_capacity == 90
+
+
+def test_the_plan_error_counts_in_words():
+    with pytest.raises(PlanInvalid) as caught:
+        read_plan(csv(row(capacity="x")), LIMITS)
+    assert str(caught.value) == "1 error in a plan of 1 row"

@@ -223,7 +223,9 @@ def test_a_plan_with_bad_rows_is_refused_whole_with_a_report_per_row(planner_ser
             (8, "capacity"),
             (9, None),
         ]
-        assert "nothing was applied" in problem["detail"]
+        assert problem["detail"] == "the plan has 3 invalid lines; nothing was applied"
+    status, problem, _ = plan(svc, "\n".join([*lines[:-3], lines[-1]]), dry_run=False)
+    assert problem["detail"] == "the plan has 1 invalid line; nothing was applied"
     assert http(svc, "GET", "/v1/pools/bad-plan-r:new", admin=False)[0] == 404
     slot = http(svc, "GET", f"/v1/pools/{pool_id}", admin=False)[1]["slots"][0]
     assert slot["capacity"] == 10
@@ -254,6 +256,7 @@ def test_a_change_the_service_would_refuse_refuses_the_whole_plan(planner_servic
 
     status, problem, _ = plan(svc, text, dry_run=False)
     assert (status, problem["code"]) == (409, "capacity_below_reserved")
+    assert problem["detail"].startswith("1 change of the plan would be refused (first: line 2: ")
     assert (
         "nothing was applied" in problem["detail"] and problem["pools"][0]["outcome"] == "refused"
     )
@@ -439,6 +442,13 @@ def test_the_cli_exports_previews_and_applies_plans(planner_service, tmp_path):
     out.write_text(text.replace(",10,", ",1,", 1))
     done = cli(svc, "apply", str(out))
     assert done.returncode == 1 and "REFUSED (capacity_below_reserved)" in done.stdout
+    assert "(applied)" not in done.stdout and "(REFUSED, nothing written)" in done.stdout
+    # the service answered (with a refusal): 1, not 2, and one line
+    today = dt.date.today()
+    backwards = [(today + dt.timedelta(days=d)).isoformat() for d in (5, 0)]
+    done = cli(svc, "export", "--region", "cli-r", "--from", backwards[0], "--to", backwards[1])
+    assert done.returncode == 1 and done.stderr.startswith("capsvc plan: export failed (400)")
+    assert len(done.stderr.splitlines()) == 1, done.stderr
     out.write_text(text + "broken,row\n")
     done = cli(svc, "apply", str(out), "--dry-run")
     assert done.returncode == 1 and "line 6" in done.stdout

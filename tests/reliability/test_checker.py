@@ -220,7 +220,7 @@ def test_a_refusal_while_there_was_room_is_reported():
     ops = [reserve(1, "k1", 0, 1, rid="r1", version=2),
            reserve(2, "k2", 2, 3, outcome="rejected", version=2, code="capacity_exhausted")]
     found = violations(ops, log.facts(active=active("r1")))
-    assert any("refused capacity_exhausted at version 2, where 1 units were free" in v
+    assert any("refused capacity_exhausted at version 2, with 1 unit free" in v
                for v in found), found
 
 

@@ -384,6 +384,38 @@ def test_the_table_covers_every_rejection_code():
     assert covered == set(rj.ALL_CODES)
 
 
+TOTAL_USED_UP = (*RESERVED_WITH_TOTAL, ev.CapacityReserved(rid(2), "b", 4, None, None, T0))
+
+
+@pytest.mark.parametrize(
+    ("history", "command", "detail"),
+    [
+        pytest.param(RESERVED, reserve("a", 3), "slot a has 2 units available, 3 requested",
+                     id="the slot is the limit"),
+        pytest.param((*RESERVED, ev.CapacityReserved(rid(2), "a", 1, None, None, T0)),
+                     reserve("a", 2), "slot a has 1 unit available, 2 requested",
+                     id="the slot is the limit, one unit left"),
+        pytest.param(RESERVED_WITH_TOTAL, reserve("b", 5),
+                     f"pool {POOL} has 4 units left of its total capacity of 12, 5 requested",
+                     id="the pool total is tighter than the slot"),
+        pytest.param(TOTAL_USED_UP, reserve("a", 1),
+                     f"pool {POOL} has 0 units left of its total capacity of 12, 1 requested",
+                     id="the pool total is used up, the slot has room"),
+        pytest.param(RESERVED_WITH_TOTAL, update("a", capacity=1),
+                     "slot a has 8 units reserved; capacity cannot go below that",
+                     id="capacity below reserved"),
+        pytest.param((*WITH_TOTAL, ev.CapacityReserved(RID1, "a", 1, None, None, T0)), total(0),
+                     f"pool {POOL} has 1 unit reserved; total capacity cannot go below that",
+                     id="total below reserved, one unit"),
+    ],
+)
+def test_a_refusal_names_what_is_exhausted_in_words(history, command, detail):
+    """The detail blames the limit that refused (the slot, or the pool's total), with the
+    count and its noun agreeing."""
+    rejection = decide(pool_after(history), command, SLOTS_MAX).rejection
+    assert rejection is not None and rejection.detail == detail
+
+
 def fingerprint(pool: Pool | None) -> object:
     if pool is None:
         return None
@@ -429,3 +461,8 @@ def test_reservation_numbers_count_up_and_differ_by_nonce():
     first = decide(pool, reserve("b", 1, nonce="1111"), SLOTS_MAX).reservation_id
     second = decide(pool, reserve("b", 1, nonce="2222"), SLOTS_MAX).reservation_id
     assert first == rid(2, "1111") and second == rid(2, "2222") and first != second
+
+
+def test_the_slot_limit_counts_in_words():
+    rejection = decide(pool_after(DEFINED), cmd.AddSlot(POOL, SLOT_C), 1).rejection
+    assert rejection is not None and rejection.detail == "a pool holds at most 1 slot"
