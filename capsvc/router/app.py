@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 
 from capsvc.config import Config
+from capsvc.domain.wording import counted
 from capsvc.errors import CapsvcError, ShardUnavailable
 from capsvc.http import parsing
 from capsvc.http.headers import ACTOR, REQUEST_ID
@@ -264,7 +265,7 @@ async def readyz(request: web.Request) -> web.Response:
     not_ready = [s for s in shards if not probes.get(s, {}).get("ok")]
     model_loaded = state.model.as_of([c.name for c in state.topology.clients()]) is not None
     if not_ready or not model_loaded:
-        detail = f"{len(not_ready)} of {len(shards)} shards not ready"
+        detail = f"{len(not_ready)} of {counted(len(shards), 'shard')} not ready"
         failures = {str(s): probes[s]["error"] for s in not_ready if probes.get(s, {}).get("error")}
         if failures:
             return problem("shard_unavailable", detail, retry_after_s=1,
