@@ -133,6 +133,13 @@ class SqliteEventLog(EventLog):
         self._lock = asyncio.Lock()
         self.epoch = 0
 
+    def _open_db(self) -> sqlite3.Connection:
+        """The connection; a reader that comes after a close (a probe racing a handoff) is
+        told the file is not available here, rather than failing with a bug."""
+        if self._db is None:
+            raise StorageUnavailable(f"{self.path.name}: not open here (closed or handed off)")
+        return self._db
+
     def _translated(self, error: BaseException) -> BaseException:
         if isinstance(error, sqlite3.Error):
             return _translate(error, self.path)
@@ -153,9 +160,8 @@ class SqliteEventLog(EventLog):
             raise self._translated(e) from e
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work(connection)` on the default executor, one operation at a time per file."""
-        db = self._db
-        assert db is not None, "log is not open"
+        """`work(connection)` on the file's thread, one operation at a time per file."""
+        db = self._open_db()
         async with self._lock:
             loop = asyncio.get_running_loop()
             return await self._in_thread(loop.run_in_executor(self._executor, work, db))
@@ -269,8 +275,7 @@ class SqliteEventLog(EventLog):
             yield rows
 
     async def _rows_from(self, select: str, after_seq: int, batch: int) -> AsyncIterator[list]:
-        db = self._db
-        assert db is not None, "log is not open"
+        db = self._open_db()
         loop = asyncio.get_running_loop()
         async with self._lock:
             cursor = await self._in_thread(
