@@ -112,13 +112,7 @@ def classical_systems(rounds: int) -> Iterator[tuple[list[System], PostgresClust
         systems = []
         for variant in variants:
             port = free_port_block(1)
-            mine = [
-                subprocess.Popen(
-                    [sys.executable, "-m", "load.bench.classical", "--variant", variant,
-                     "--dsn", cluster.dsn(variant), "--port", str(port),
-                     "--pool-size", str(CLASSICAL_POOL_SIZE)], cwd=REPO)
-                for _ in range(CLASSICAL_PROCESSES)
-            ]
+            mine = _app_processes(["--variant", variant, "--dsn", cluster.dsn(variant)], port)
             processes += mine
 
             def groups(mine: list[subprocess.Popen] = mine) -> dict[str, list[int]]:
@@ -130,10 +124,7 @@ def classical_systems(rounds: int) -> Iterator[tuple[list[System], PostgresClust
         _wait_healthy([s.url for s in systems])
         yield systems, cluster
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(10)
+        _stop_all(processes)
         cluster.stop()
 
 
@@ -148,13 +139,7 @@ def redis_systems(rounds: int) -> Iterator[tuple[list[System], RedisServer]]:
         hot = hot_pools_for(name, rounds)
         redis_store.create(server.url, uniform + hot)
         port = free_port_block(1)
-        processes += [
-            subprocess.Popen(
-                [sys.executable, "-m", "load.bench.classical", "--variant", name,
-                 "--redis-url", server.url, "--port", str(port),
-                 "--pool-size", str(CLASSICAL_POOL_SIZE)], cwd=REPO)
-            for _ in range(CLASSICAL_PROCESSES)
-        ]
+        processes += _app_processes(["--variant", name, "--redis-url", server.url], port)
 
         def groups() -> dict[str, list[int]]:
             return {"app": [p.pid for p in processes], "redis": procstat.tree([server.pid])}
@@ -163,11 +148,26 @@ def redis_systems(rounds: int) -> Iterator[tuple[list[System], RedisServer]]:
         _wait_healthy([system.url])
         yield [system], server
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(10)
+        _stop_all(processes)
         server.stop()
+
+
+def _app_processes(store_args: list[str], port: int) -> list[subprocess.Popen]:
+    """The classical app over one store, CLASSICAL_PROCESSES of them on one port
+    (SO_REUSEPORT)."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "load.bench.classical", *store_args, "--port", str(port),
+             "--pool-size", str(CLASSICAL_POOL_SIZE)], cwd=REPO)
+        for _ in range(CLASSICAL_PROCESSES)
+    ]
+
+
+def _stop_all(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(10)
 
 
 def _wait_healthy(urls: list[str], timeout_s: float = 30) -> None:

@@ -17,6 +17,7 @@ from capsvc.http.parsing import is_date
 from capsvc.router import front as front_module
 from capsvc.router.front import RouterFront, rfc3339, valid_target
 from capsvc.router.read_model import ReadModel
+from tests.unit.test_read_model import _answer
 
 DAY = "2026-12-01"
 
@@ -101,22 +102,7 @@ def _model() -> ReadModel:
         ]
         for i in range(4)
     ]
-    model.apply(
-        "w0",
-        {
-            "shards": {
-                "0": {
-                    "state": "ready",
-                    "epoch": 1,
-                    "position": 1,
-                    "last_seq": 1,
-                    "full": True,
-                    "rows": rows,
-                }
-            }
-        },
-        at=1_795_000_000.1234,
-    )
+    model.apply("w0", _answer(0, 1, 1, rows, full=True), at=1_795_000_000.1234)
     return model
 
 
