@@ -15,6 +15,7 @@ from aiohttp import web
 from capsvc.domain import rejections as rj
 from capsvc.domain.rejections import Rejection
 from capsvc.errors import CapsvcError
+from capsvc.http.json_body import decode_json as json_loads
 from capsvc.http.json_body import json_text
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,17 @@ def problem_json(code: str, detail: str, **fields: Any) -> tuple[int, str]:
         **fields,
     }
     return status, json_text(body)
+
+
+def problem_code(response: web.StreamResponse) -> str | None:
+    """The `code` of a problem+json answer (None for anything else)."""
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes) or not response.content_type.endswith("problem+json"):
+        return None
+    try:
+        return json_loads(body).get("code")
+    except (ValueError, AttributeError):
+        return None
 
 
 def problem(

@@ -26,7 +26,7 @@ from capsvc.http import parsing
 from capsvc.http.headers import ACTOR, REQUEST_ID
 from capsvc.http.json_body import json_text
 from capsvc.http.openapi import openapi_document
-from capsvc.http.problems import problem, problem_middleware
+from capsvc.http.problems import problem, problem_code, problem_middleware
 from capsvc.http.routes import (
     INTERNAL_POOLS,
     INTERNAL_PROBE,
@@ -71,6 +71,20 @@ class RouterState:
             ["route", "method", "status"],
             registry=self.registry,
         )
+        self.errors = Counter(
+            "capsvc_http_errors",
+            "Problem answers by route and code (overloaded: requests shed with 503)",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        # Apart from what clients saw: requests the router sent again on its own, because the
+        # owner was unreachable (not_sent) or answered that it applied nothing (not_applied).
+        self.resends = Counter(
+            "capsvc_router_resends",
+            "Requests the router sent again to a shard's owner, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.zk_states = Counter(
             "capsvc_router_zookeeper_state_changes",
             "ZooKeeper connection state changes seen by the router",
@@ -105,6 +119,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = resource.canonical if resource is not None else "unmatched"
     state = _state(request)
     state.requests.labels(route, request.method, str(response.status)).inc()
+    code = problem_code(response) if response.status >= 400 else None
+    if code is not None:
+        state.errors.labels(route, code).inc()
     state.latency.labels(route, str(response.status)).observe(time.perf_counter() - started)
     return response
 
@@ -175,9 +192,11 @@ async def _forward(
         except NotSent:
             if time.monotonic() >= deadline:
                 raise
+            state.resends.labels("not_sent").inc()
             await topology.wait_change(0.1)
             continue
         if upstream.not_applied and time.monotonic() < deadline:
+            state.resends.labels("not_applied").inc()
             await topology.wait_change(0.05)
             continue
         return upstream

@@ -26,6 +26,7 @@ from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.errors import CapsvcError, ShardUnavailable, UpstreamUnavailable
 from capsvc.http import headers
 from capsvc.http.answer_reader import Answer
+from capsvc.http.json_body import decode_json
 from capsvc.http.lean import LeanFront, LeanRequest
 from capsvc.http.parsing import is_date
 from capsvc.planning.plan import PLAN_BODY_MAX_BYTES
@@ -104,6 +105,15 @@ _GRID_HEAD = b"Content-Type: application/json\r\nX-Request-Id: "
 _GRID_BODY = (b'{"as_of": "', b'", "pools": ')
 
 
+def _code_of(body: bytes) -> str:
+    """The `code` of a worker's problem answer ("unknown" if it is not one)."""
+    try:
+        code = decode_json(body).get("code")
+    except (ValueError, AttributeError):
+        return "unknown"
+    return code if isinstance(code, str) else "unknown"
+
+
 def rfc3339(ts: float) -> bytes:
     seconds = time.gmtime(ts)
     return (time.strftime("%Y-%m-%dT%H:%M:%S", seconds) + f".{int(ts % 1 * 1000):03d}Z").encode()
@@ -161,6 +171,10 @@ class RouterFront(LeanFront):
         status = request.problem(error.code, error.detail, head,
                                  b"X-Request-Id: " + request_id + b"\r\n", **error.fields)
         self.observe(request, status)
+        self._count_error(request, error.code)
+
+    def _count_error(self, request: LeanRequest, code: str) -> None:
+        self.state.errors.labels(_CANONICAL.get(request.route or "", "unmatched"), code).inc()
 
     def observe(self, request: LeanRequest, status: int) -> None:
         key = (request.route, request.method, status)
@@ -194,6 +208,8 @@ class RouterFront(LeanFront):
         except CapsvcError as e:
             self._problem(request, e, request_id)
             return
+        if answer.status >= 400:  # the owner's problem: counted by its code here too
+            self._count_error(request, _code_of(answer.body))
         head = [b"X-Request-Id: ", request_id, b"\r\n"]
         for name, value in answer.headers:
             if name.lower() in FORWARD_RESPONSE:
@@ -219,6 +235,7 @@ class RouterFront(LeanFront):
             try:
                 answer = await client.raw.request(data, remaining, idempotent)
             except NotSent:
+                self.state.resends.labels("not_sent").inc()
                 if topology.buffer_s:
                     if time.monotonic() >= buffer_deadline:
                         raise
@@ -228,6 +245,7 @@ class RouterFront(LeanFront):
                     delay = min(delay * 2, 0.25)
                 continue
             if answer.header(NOT_APPLIED) and time.monotonic() < buffer_deadline:
+                self.state.resends.labels("not_applied").inc()
                 await topology.wait_change(0.05)
                 continue
             return answer

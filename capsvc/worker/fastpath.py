@@ -312,6 +312,8 @@ class WorkerFront(LeanFront):
             )
         pair[0].inc()
         pair[1].observe(elapsed)
+        if code is not None:
+            self.metrics.errors.labels(route, code).inc()
         if request.route == "reserve":
             if status == 201 and request.head.startswith(_REPLAYED):
                 self.metrics.replays.labels(self._pool_kind(request)).inc()
@@ -328,6 +330,9 @@ class WorkerFront(LeanFront):
                     "request_id": _text(request_id),
                     "status": status,
                     "ms": round(elapsed * 1000, 2),
+                    "code": code,
+                    "pool": request_pool(request),
+                    "shard": shard_for_pool(request_pool(request), self.shard_count),
                 },
             )
 

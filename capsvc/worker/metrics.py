@@ -5,8 +5,9 @@ The router's `/metrics` fetches each local worker's exposition (`/internal/metri
 of the host. Names never clash with the router's own (`capsvc_http_*`, `capsvc_shard_*` gauges).
 
 What is counted where:
-- requests and latency per route and outcome status: the `observe` middleware (ops_routes.py),
-  and for the hot routes the lean front (`WorkerFront._observe`, fastpath.py), alike;
+- requests and latency per route and outcome status, and problem answers per route and code
+  (`overloaded`: commands shed): the `observe` middleware (ops_routes.py), and for the hot
+  routes the lean front (`WorkerFront._observe`, fastpath.py), alike;
 - group commits, recoveries, handoffs, failovers, shard failures, pools rebuilt from damaged
   snapshots: `Shard.observer` (this class);
 - idempotent replays and `capacity_exhausted` per pool kind: the same two, from the reserve
@@ -41,6 +42,12 @@ class WorkerMetrics:
             "Worker request latency by route and outcome status",
             ["route", "status"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "capsvc_worker_errors",
+            "Problem answers by route and code; code overloaded: commands shed (503)",
+            ["route", "code"],
             registry=r,
         )
         self.batch_commands = Histogram(

@@ -18,7 +18,6 @@ idempotent replays and `capacity_exhausted` answers per pool kind.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -32,6 +31,7 @@ from capsvc.config import Config
 from capsvc.errors import BadRequest, CapsvcError
 from capsvc.http import headers, parsing
 from capsvc.http.json_body import json_text
+from capsvc.http.problems import problem_code
 from capsvc.http.routes import INTERNAL_PROBE
 from capsvc.request_context import REQUEST_ID, install_request_id_filter
 from capsvc.shard.shard import Shard, ShardState
@@ -88,10 +88,13 @@ def _observe(metrics: WorkerMetrics, shards: dict[int, Shard], config: Config):
             )
         pair[0].inc()
         pair[1].observe(elapsed)
+        code = problem_code(response) if status >= 400 and response is not None else None
+        if code is not None:
+            metrics.errors.labels(route, code).inc()
         if route == RESERVE_ROUTE and response is not None:
             if status == 201 and response.headers.get("Idempotent-Replayed") == "true":
                 metrics.replays.labels(pool_kind(request)).inc()
-            elif status == 409 and _problem_code(response) == "capacity_exhausted":
+            elif status == 409 and code == "capacity_exhausted":
                 metrics.exhausted.labels(pool_kind(request)).inc()
         if request_log == "all" or (request_log == "errors" and status >= 500):
             log.log(
@@ -100,7 +103,13 @@ def _observe(metrics: WorkerMetrics, shards: dict[int, Shard], config: Config):
                 request.method,
                 route,
                 status,
-                extra={"request_id": request_id, "status": status, "ms": round(elapsed * 1000, 2)},
+                extra={
+                    "request_id": request_id,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                    "code": code,
+                    "pool": request.match_info.get("pool_id"),
+                },
             )
 
     @web.middleware
@@ -126,16 +135,6 @@ def _observe(metrics: WorkerMetrics, shards: dict[int, Shard], config: Config):
         return response
 
     return observe
-
-
-def _problem_code(response: web.StreamResponse) -> str | None:
-    body = getattr(response, "body", None)
-    if not isinstance(body, bytes):
-        return None
-    try:
-        return json.loads(body).get("code")
-    except (ValueError, AttributeError):
-        return None
 
 
 def _json(body: Any, status: int = 200) -> web.Response:

@@ -129,7 +129,7 @@ def test_reads_and_the_grid_keep_up_with_an_open_loop_writer_on_one_pool(tmp_pat
     assert result["write_failures"] == [] and result["acked"] == WRITE_RATE * WRITE_SECONDS
     for name in ("hot", "calm", "grid"):
         reads = result[name]
-        assert len(reads) >= 20, f"{name}: only {len(reads)} reads in {WRITE_SECONDS} s"
+        assert len(reads) >= 10, f"{name}: only {len(reads)} reads in {WRITE_SECONDS} s"
         stats = f"{name}: median {_quantile(reads, 0.5):.3f} s, max {max(reads):.3f} s"
         assert max(reads) < READ_DEADLINE_S, f"a read was starved: {stats}"
         # the machine may be busy (CI): the median says whether reads wait for writes

@@ -213,8 +213,11 @@ def test_admin_listing_and_cluster_view(service):
 def test_health_metrics_and_openapi(service):
     assert service.get("/healthz") == (200, {"status": "ok"})
     assert service.get("/readyz")[0] == 200
+    assert service.get("/v1/pools/metrics-none")[0] == 404  # a problem, counted by its code
     status, text = service.get("/metrics")
     assert status == 200 and "capsvc_http_requests_total" in text
+    assert ('capsvc_http_errors_total{code="pool_not_found",route="/v1/pools/{pool_id}"}'
+            in text)
     assert 'capsvc_shard_ready{shard="0"} 1.0' in text
     status, doc = service.get("/openapi.json")
     assert status == 200 and "/v1/pools/{pool_id}/reservations" in doc["paths"]

@@ -629,6 +629,9 @@ def test_metrics_count_hot_requests_replays_and_exhaustion(worker):
     assert m("capsvc_worker_request_duration_seconds_count", route=reserve, status="201") == 4
     assert m("capsvc_idempotent_replays_total", kind="van") == 1
     assert m("capsvc_capacity_exhausted_total", kind="van") == 1
+    # problem answers by route and code (overloaded would count commands shed)
+    assert m("capsvc_worker_errors_total", route=reserve, code="capacity_exhausted") == 1
+    assert m("capsvc_worker_errors_total", route="/v1/pools/{pool_id}", code="pool_not_found") == 1
 
 
 def test_drain_lets_answers_finish_and_closes_idle_connections(worker):

@@ -79,7 +79,13 @@ class _Topology:
 
 def _front(model: ReadModel) -> RouterFront:
     state = SimpleNamespace(
-        topology=_Topology(), model=model, config=Config(), requests=_Metrics(), latency=_Metrics()
+        topology=_Topology(),
+        model=model,
+        config=Config(),
+        requests=_Metrics(),
+        latency=_Metrics(),
+        errors=_Metrics(),
+        resends=_Metrics(),
     )
     return RouterFront(state, lambda: None)
 
