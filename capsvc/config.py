@@ -9,12 +9,15 @@ Units go last in names (`request_timeout_ms`, `append_batch_max`).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
+import re
 import socket
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,7 +165,12 @@ class Config:
 
     def with_overrides(self, **service_overrides: object) -> Config:
         """Return a copy with `[service]` values replaced (command-line flags); None is ignored."""
-        values = {k: v for k, v in service_overrides.items() if v is not None}
+        hints = typing.get_type_hints(ServiceConfig)
+        values = {  # checked as the same keys in the file would be
+            k: _coerce(hints[k], v, f"service.{k}")
+            for k, v in service_overrides.items()
+            if v is not None
+        }
         service = dataclasses.replace(self.service, **values)
         new = dataclasses.replace(self, service=service)
         _check_relations(new)
@@ -211,6 +219,69 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.format": ("json", "text"),
     "logging.request_log": ("none", "errors", "all"),
 }
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")  # _: container DNS
+
+
+def _host_problem(value: str) -> str | None:
+    """None for an IP address or a host name, else what is wrong with it."""
+    if not value:
+        return "must not be empty"
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    if (
+        len(value) <= 253
+        and all(_HOST_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()  # 10.0.0.300 is a mistyped address, not a name
+    ):
+        return None
+    return f"{value!r} is neither an IP address nor a host name"
+
+
+def _zookeeper_problem(value: str) -> str | None:
+    """Kazoo's form: host[:port],host[:port]... with an optional /chroot; empty = no cluster."""
+    if not value:
+        return None
+    hosts, _, chroot = value.partition("/")
+    if chroot and not all(chroot.removesuffix("/").split("/")):
+        return f"chroot /{chroot} has an empty path segment"
+    for entry in hosts.split(","):
+        entry = entry.strip()
+        if not entry:
+            return f"an empty entry in {hosts!r}"
+        if entry.startswith("["):  # [IPv6]:port
+            host, bracket, port = entry[1:].partition("]")
+            if not bracket or (port and not port.startswith(":")) or ":" not in host:
+                return f"{entry!r} is not [IPv6 address]:port"
+            port = port[1:]
+        elif entry.count(":") > 1:
+            return f"{entry!r} is not host:port (an IPv6 address goes in [brackets])"
+        else:
+            host, _, port = entry.partition(":")
+        problem = _host_problem(host)
+        if problem:
+            return f"{entry!r}: host {problem}"
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return f"{entry!r}: port {port!r} is not 1..65535"
+    return None
+
+
+def _dir_problem(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty"
+    return "contains a NUL character" if "\0" in value else None
+
+
+_FORMATS: dict[str, Callable[[str], str | None]] = {
+    "service.data_dir": _dir_problem,
+    "service.host": _host_problem,
+    "service.worker_host": _host_problem,
+    "cluster.advertise_host": lambda value: _host_problem(value) if value else None,
+    "cluster.zookeeper": _zookeeper_problem,
+}
 
 
 def _build(cls: type, raw: object, path: str) -> object:
@@ -255,6 +326,9 @@ def _coerce(hint: object, value: object, dotted: str) -> object:
         choices = _CHOICES.get(dotted)
         if choices is not None and value not in choices:
             raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(choices)}")
+        problem = _FORMATS[dotted](value) if dotted in _FORMATS else None
+        if problem:
+            raise ConfigError(f"{dotted}: {problem}")
         return value
     if isinstance(hint, types.UnionType):  # pragma: no cover - no such fields yet
         raise ConfigError(f"{dotted}: unsupported type")
@@ -276,6 +350,13 @@ def _check_relations(config: Config) -> None:
         raise ConfigError("read_model.feed_wait_ms: must be below limits.request_timeout_ms")
     if config.read_model.feed_interval_ms >= config.read_model.feed_wait_ms:
         raise ConfigError("read_model.feed_interval_ms: must be below read_model.feed_wait_ms")
+    sv = config.service
+    last = sv.worker_port_base + config.worker_count - 1  # worker i listens on base + i
+    if sv.worker_port_base and sv.worker_port_base <= sv.port <= last:
+        raise ConfigError(
+            f"service.worker_port_base: the worker ports {sv.worker_port_base}..{last} "
+            f"include service.port {sv.port}"
+        )
     t = config.tls
     if t.enabled != bool(t.key_file):
         raise ConfigError("tls.key_file: cert_file and key_file go together")

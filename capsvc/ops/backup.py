@@ -18,8 +18,9 @@ after the other: the copies are each consistent, not one cluster-wide instant (t
 transactions across shards, so nothing relies on one).
 
 Restore needs the service stopped (on every host, in a cluster). It checks the manifest and
-every file's checksum first, then copies the files into `<data_dir>/shards.restoring/` and
-swaps that directory in; the previous `shards/` (with any WAL next to its files) is kept as
+every file's checksum first (`capsvc.ops.manifest`: `capsvc verify --dir` runs the same
+checks), then copies the files into `<data_dir>/shards.restoring/` and swaps that directory
+in; the previous `shards/` (with any WAL next to its files) is kept as
 `shards.before-restore-<time>/`. Fencing stays sound: the embedded mode opens each file with
 its stored epoch plus one, and in a cluster ZooKeeper's epoch counters only grow.
 """
@@ -50,10 +51,9 @@ from capsvc.ops.files import (
     sha256_of,
     shard_files,
 )
+from capsvc.ops.manifest import MANIFEST, MANIFEST_FORMAT, check_backup, load_manifest
 from capsvc.paths import shards_dir, worker_socket
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
 INTERNAL_BACKUP = "/internal/backup"  # served by capsvc.worker.ops_routes
 CLUSTER_TOKEN_HEADER = CLUSTER_TOKEN
 ONLINE_ROUNDS = 5  # in a cluster, shards that moved during the backup are asked again
@@ -244,40 +244,6 @@ def _write_manifest(
 
 
 # -- restore ---------------------------------------------------------------------------------
-def load_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OpsError(f"{path} not found: not a capsvc backup") from None
-    except ValueError as e:
-        raise OpsError(f"{path} is not valid JSON: {e}") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise OpsError(f"{path}: unknown manifest format {manifest.get('format')!r}")
-    return manifest
-
-
-def check_backup(config: Config, directory: Path, manifest: dict[str, Any]) -> list[str]:
-    """Problems that forbid restoring this backup into this configuration."""
-    problems = []
-    if manifest.get("shard_count") != config.service.shard_count:
-        problems.append(
-            f"the backup has {manifest.get('shard_count')} shards, the configuration "
-            f"{config.service.shard_count}: pools would land on the wrong shards"
-        )
-    if not manifest.get("complete"):
-        problems.append(f"the backup is incomplete: {manifest.get('missing')}")
-    for _key, entry in sorted(manifest.get("shards", {}).items()):
-        if entry.get("absent"):
-            continue
-        path = directory / entry["file"]
-        if not path.exists():
-            problems.append(f"{path.name} is listed but missing")
-        elif sha256_of(path) != entry["sha256"]:
-            problems.append(f"{path.name} does not match its checksum: damaged or altered")
-    return problems
-
-
 def restore(config: Config, directory: Path) -> dict[str, Any]:
     directory = directory.resolve()
     manifest = load_manifest(directory)

@@ -13,6 +13,10 @@ Per shard file (each read through a private copy, so the original is never writt
 - every snapshot equals the replayed state at its version (a snapshot that differs only in
   remembered idempotency keys is a warning: the retention settings may have changed since).
 
+A backup (`--dir`) must first pass what `capsvc restore` checks (`capsvc.ops.manifest`: its
+manifest, completeness, shard count, every listed file there with its checksum): a backup
+that restore would refuse is never "all good".
+
 It needs the data directory to itself (the running service holds the files exclusively): it
 refuses while a running instance holds the lock. To check a running service, back it up and
 verify the backup: `capsvc backup DIR && capsvc verify --dir DIR`.
@@ -20,7 +24,6 @@ verify the backup: `capsvc backup DIR && capsvc verify --dir DIR`.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +34,8 @@ from capsvc.config import Config
 from capsvc.domain.evolve import evolve
 from capsvc.domain.invariants import check_reservations
 from capsvc.domain.pool import KeyRetention, Pool
-from capsvc.ops.files import offline, private_copy, read_head, sha256_of, shard_files
+from capsvc.ops.files import offline, private_copy, read_head, shard_files
+from capsvc.ops.manifest import check_backup, load_manifest
 from capsvc.paths import shards_dir
 from capsvc.sharding import shard_for_pool
 from capsvc.storage.codec import CodecError, decode_event, decode_snapshot, snapshot_state
@@ -85,34 +89,32 @@ def retention_of(config: Config) -> KeyRetention:
 
 def verify(config: Config, directory: Path | None = None) -> dict[str, Any]:
     """Verify the data directory (service stopped) or a backup directory."""
+    refused: list[str] = []
     if directory is None:
         with offline(config):
-            reports = _verify_dir(config, shards_dir(config), {})
+            reports = _verify_dir(config, shards_dir(config))
         source = str(shards_dir(config))
     else:
         directory = directory.resolve()
-        manifest = _manifest(directory)
-        reports = _verify_dir(config, directory, manifest)
+        # What restore would refuse is a problem too: "all good" must mean restorable.
+        refused = check_backup(config, directory, load_manifest(directory))
+        reports = _verify_dir(config, directory)
         source = str(directory)
-    ok = all(not r.problems for r in reports)
-    return {"ok": ok, "source": source, "shards": [r.as_dict() for r in reports]}
+    ok = not refused and all(not r.problems for r in reports)
+    return {
+        "ok": ok,
+        "source": source,
+        "backup_problems": refused,
+        "shards": [r.as_dict() for r in reports],
+    }
 
 
-def _manifest(directory: Path) -> dict[str, Any]:
-    path = directory / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _verify_dir(config: Config, directory: Path, manifest: dict[str, Any]) -> list[ShardReport]:
+def _verify_dir(config: Config, directory: Path) -> list[ShardReport]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory")
-    files = shard_files(directory)
     reports = []
-    for shard_id, path in files.items():
+    for shard_id, path in shard_files(directory).items():
         report = ShardReport(shard_id, path.name)
-        entry = manifest.get("shards", {}).get(f"{shard_id:03d}")
-        if entry and entry.get("sha256") and sha256_of(path) != entry["sha256"]:
-            report.problem("the file does not match the backup manifest's checksum")
         if shard_id >= config.service.shard_count:
             report.problem(f"shard {shard_id} is outside shard_count {config.service.shard_count}")
         verify_file(path, report, config.service.shard_count, retention_of(config))
@@ -246,6 +248,7 @@ def render_text(result: dict[str, Any]) -> str:
         )
         lines += [f"      problem: {p}" for p in shard["problems"]]
         lines += [f"      warning: {w}" for w in shard["warnings"]]
-    total = sum(len(s["problems"]) for s in result["shards"])
+    lines += [f"  backup problem: {p}" for p in result["backup_problems"]]
+    total = len(result["backup_problems"]) + sum(len(s["problems"]) for s in result["shards"])
     lines.append("all good" if result["ok"] else f"{total} problems")
     return "\n".join(lines)

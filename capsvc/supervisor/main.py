@@ -1,5 +1,6 @@
 """The supervisor: starts one worker per CPU and the router, restarts what dies, drains on
-SIGTERM.
+SIGTERM. A worker that cannot bind its TCP port (`capsvc.worker.listen`) is not restarted:
+the supervisor drains the rest and exits 1 naming the address.
 
 It owns the data directory's lock (so a second instance cannot open the same shard files) and
 the public listening socket (inherited by the router, so a router restart loses no port).
@@ -32,6 +33,7 @@ from capsvc.config import Config, ConfigError, config_to_json
 from capsvc.paths import lock_file
 from capsvc.router.auth import ensure_admin_token, load_tokens
 from capsvc.supervisor.lifecycle import Lifecycle, local_url, plan_reload
+from capsvc.worker.listen import EXIT_CANNOT_LISTEN, worker_address
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class Supervisor:
         self.children = [Child("worker", i) for i in range(config.worker_count)]
         self.children.append(Child("router", 0))
         self.stopping = False
+        self.failed: str | None = None  # why the service stopped on its own (exit non-zero)
+        self._stop = asyncio.Event()
         self._config_json = config_to_json(config).encode()
         # Reads NOTIFY_SOCKET and WATCHDOG_* and removes them before any child is started.
         self.lifecycle = Lifecycle(config, local_url(listen.getsockname()))
@@ -138,6 +142,13 @@ class Supervisor:
                 child.planned_restart = False
                 log.info("restarting %s with the reloaded configuration", child.name)
                 continue
+            if child.role == "worker" and code == EXIT_CANNOT_LISTEN:
+                # Restarting cannot free a port another program holds: stop everything.
+                address = worker_address(self.config, child.index)
+                self.failed = f"{child.name} cannot listen on {address} (see its error above)"
+                log.error("%s; stopping the service: a restart would not help", self.failed)
+                self._stop.set()
+                return
             ran_ms = (time.monotonic() - child.started_at) * 1000
             if ran_ms >= s.restart_backoff_reset_ms:
                 child.backoff_ms = 0
@@ -157,15 +168,14 @@ class Supervisor:
                 return
 
     async def run(self) -> int:
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
         watchers = [asyncio.create_task(self._watch(c), name=c.name) for c in self.children]
         background = self.lifecycle.start(lambda: self.children)
         background.append(asyncio.create_task(self._reload_loop(), name="reload"))
-        await stop.wait()
+        await self._stop.wait()
         for sig in (signal.SIGTERM, signal.SIGINT):
             # Stopping already: a repeated signal must change nothing. Left to the loop, the
             # handler would fall back to the default (death) when the loop closes, and a
@@ -175,7 +185,8 @@ class Supervisor:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        return await self._drain(watchers)
+        code = await self._drain(watchers)
+        return 1 if self.failed else code
 
     async def _reload_loop(self) -> None:
         while True:
@@ -285,6 +296,10 @@ async def run_supervisor(
             f"data in {config.data_dir}",
             flush=True,
         )
-        return await Supervisor(config, listen, reload_config).run()
+        supervisor = Supervisor(config, listen, reload_config)
+        code = await supervisor.run()
+        if supervisor.failed:
+            print(f"capsvc: cannot start: {supervisor.failed}", file=sys.stderr, flush=True)
+        return code
     finally:
         os.close(lock_fd)

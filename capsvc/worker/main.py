@@ -33,6 +33,7 @@ from capsvc.tls import worker_server_context
 from capsvc.worker.app import CHANGED, make_worker_app
 from capsvc.worker.cluster_host import ClusterShardHost
 from capsvc.worker.fastpath import WorkerFront
+from capsvc.worker.listen import bind_worker_port
 from capsvc.worker.ops_routes import METRICS
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ async def serve_worker(config: Config, index: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    tcp = bind_worker_port(config, index)  # first: a taken port exits before any shard opens
     zk = None
     committer = GroupCommitter()  # every shard of this worker commits through it
     if config.cluster.enabled:
@@ -169,15 +171,10 @@ async def serve_worker(config: Config, index: int) -> None:
     _remove_stale_socket(path)
     servers = [await loop.create_unix_server(front.protocol, str(path), backlog=1024)]
     os.chmod(path, 0o600)
-    if config.service.worker_port_base:
-        port = config.service.worker_port_base + index
+    if tcp is not None:
         servers.append(
             await loop.create_server(
-                front.protocol,
-                config.service.worker_host,
-                port,
-                backlog=1024,
-                ssl=worker_server_context(config),
+                front.protocol, sock=tcp, backlog=1024, ssl=worker_server_context(config)
             )
         )
     if zk is not None:
