@@ -133,6 +133,7 @@ class RouterFront(LeanFront):
         self.timeout_s = limits.request_timeout_ms / 1000 + 1.0
         self._as_of: tuple[float, bytes] = (0.0, b"")  # the last as_of and its text
         self._metrics: dict[tuple, tuple[Any, Any]] = {}  # (route, method, status) -> children
+        self._errors: dict[tuple[str, str], Any] = {}  # (route, code) -> counter child
         self._ids = 0
         self._prefix = f"{os.getpid():x}-{int(time.time()):x}-".encode()
         secret = state.config.cluster_secret if state.config.cluster.enabled else ""
@@ -174,7 +175,11 @@ class RouterFront(LeanFront):
         self._count_error(request, error.code)
 
     def _count_error(self, request: LeanRequest, code: str) -> None:
-        self.state.errors.labels(_CANONICAL.get(request.route or "", "unmatched"), code).inc()
+        route = _CANONICAL.get(request.route or "", "unmatched")
+        child = self._errors.get((route, code))
+        if child is None:  # labels() costs: look each child up once
+            child = self._errors[route, code] = self.state.errors.labels(route, code)
+        child.inc()
 
     def observe(self, request: LeanRequest, status: int) -> None:
         key = (request.route, request.method, status)

@@ -109,6 +109,7 @@ class WorkerFront(LeanFront):
         self.secret = secret.encode() if secret else None
         self.loop = asyncio.get_running_loop()
         self._children: dict[tuple[str, bytes, int], tuple[Any, Any]] = {}
+        self._errors: dict[tuple[str, str], Any] = {}  # (route, code) -> counter child
         self._reading: set[asyncio.Task] = set()  # reads and feed polls, held until done
         self.changed = changed  # set on every commit: wakes feed polls
         self.worker_index = worker_index
@@ -312,8 +313,11 @@ class WorkerFront(LeanFront):
             )
         pair[0].inc()
         pair[1].observe(elapsed)
-        if code is not None:
-            self.metrics.errors.labels(route, code).inc()
+        if code is not None:  # labels() costs: its children are looked up once, as above
+            child = self._errors.get((route, code))
+            if child is None:
+                child = self._errors[route, code] = self.metrics.errors.labels(route, code)
+            child.inc()
         if request.route == "reserve":
             if status == 201 and request.head.startswith(_REPLAYED):
                 self.metrics.replays.labels(self._pool_kind(request)).inc()
