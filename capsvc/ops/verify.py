@@ -34,6 +34,7 @@ from capsvc.config import Config
 from capsvc.domain.evolve import evolve
 from capsvc.domain.invariants import check_reservations
 from capsvc.domain.pool import KeyRetention, Pool
+from capsvc.domain.wording import counted
 from capsvc.ops.files import offline, private_copy, read_head, shard_files
 from capsvc.ops.manifest import check_backup, load_manifest
 from capsvc.paths import shards_dir
@@ -241,14 +242,15 @@ def _compare_snapshot(
 def render_text(result: dict[str, Any]) -> str:
     lines = [f"verify {result['source']}"]
     for shard in result["shards"]:
-        state = "ok" if not shard["problems"] else f"{len(shard['problems'])} PROBLEMS"
+        state = "ok" if not shard["problems"] else counted(len(shard["problems"]), "problem").upper()
         lines.append(
             f"  shard {shard['shard']:3d}  {state:12s} epoch {shard['epoch']}, "
-            f"{shard['events']} events, {shard['pools']} pools, {shard['snapshots']} snapshots"
+            f"{counted(shard['events'], 'event')}, {counted(shard['pools'], 'pool')}, "
+            f"{counted(shard['snapshots'], 'snapshot')}"
         )
         lines += [f"      problem: {p}" for p in shard["problems"]]
         lines += [f"      warning: {w}" for w in shard["warnings"]]
     lines += [f"  backup problem: {p}" for p in result["backup_problems"]]
     total = len(result["backup_problems"]) + sum(len(s["problems"]) for s in result["shards"])
-    lines.append("all good" if result["ok"] else f"{total} problems")
+    lines.append("all good" if result["ok"] else counted(total, "problem"))
     return "\n".join(lines)

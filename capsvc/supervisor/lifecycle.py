@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from capsvc.config import Config, config_from_json, config_to_json
+from capsvc.domain.wording import counted
 from capsvc.http.headers import CLUSTER_TOKEN
 from capsvc.paths import runtime_dir, worker_socket
 from capsvc.supervisor.notify import Notifier
@@ -82,7 +83,7 @@ async def check_ready(config: Config, url: str) -> tuple[bool, str]:
         if not ok:
             return False, f"worker {index}: {detail}"
     shards = body.get("shards") if isinstance(body, dict) else None
-    return True, f"ready: {shards} shards, {config.worker_count} workers"
+    return True, f"ready: {counted(shards, 'shard')}, {counted(config.worker_count, 'worker')}"
 
 
 async def probe_worker(config: Config, index: int) -> tuple[bool, str]:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from capsvc.config import Config, ConfigError, config_to_json
+from capsvc.domain.wording import counted
 from capsvc.paths import lock_file
 from capsvc.router.auth import ensure_admin_token, load_tokens
 from capsvc.supervisor.lifecycle import Lifecycle, local_url, plan_reload
@@ -228,7 +229,7 @@ class Supervisor:
             except TimeoutError:
                 old.kill()
                 await old.wait()
-        status = f"reloaded: {len(plan.changed)} keys changed"
+        status = f"reloaded: {counted(len(plan.changed), 'key')} changed"
         if plan.need_restart:
             status += f", {len(plan.need_restart)} need a restart"
         await lifecycle.reloaded("applied", status, wait_router=plan.restart_router)
@@ -292,7 +293,7 @@ async def run_supervisor(
         if token_file is not None:
             print(f"capsvc: admin token is in {token_file} (mode 0600)", flush=True)
         print(
-            f"capsvc: listening on http://{host}:{port} with {config.worker_count} workers, "
+            f"capsvc: listening on http://{host}:{port} with {counted(config.worker_count, 'worker')}, "
             f"data in {config.data_dir}",
             flush=True,
         )
