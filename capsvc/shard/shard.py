@@ -363,7 +363,6 @@ class Shard:
         self._committed, self._committed_reservations = committed, committed_reservations
         if records:
             await self._commit(records, touched, answers)
-            self._forget_committed()
         else:
             for item, result in answers:
                 _resolve(item.future, result)
@@ -426,6 +425,7 @@ class Shard:
             if self.observer is not None:
                 self.observer.commit_failed(self, error)
             await self._undo(touched, error)
+            self._forget_committed()  # memory is what the file holds again
             for item, result in answers:
                 if item.command.pool_id in touched:
                     _fail(item.future, error)
