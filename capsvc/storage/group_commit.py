@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,11 +33,7 @@ class GroupCommitter:
         self._waiting: list[tuple[Work, asyncio.Future]] = []
         self._busy = False
         self._scheduled = False
-        # What an operator (and the benchmark) wants to see: hand-offs, appends, and seconds
-        # the thread spent committing.
-        self.handoffs = 0
-        self.appends = 0
-        self.busy_seconds = 0.0
+        self.handoffs = 0  # how many trips to the thread (load.bench.commit_cost reports it)
 
     def commit(self, work: Work) -> asyncio.Future:
         """Run `work` (one shard file's transaction) on the writer thread with whatever else
@@ -58,7 +53,6 @@ class GroupCommitter:
             return
         self._busy = True
         self.handoffs += 1
-        self.appends += len(batch)
         done = asyncio.get_running_loop().run_in_executor(
             self._executor, _run_all, [work for work, _ in batch]
         )
@@ -68,8 +62,7 @@ class GroupCommitter:
         self._busy = False
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         if error is None:
-            outcomes, seconds = done.result()
-            self.busy_seconds += seconds
+            outcomes = done.result()
         else:  # the executor itself failed (shut down): nothing of this batch ran
             outcomes = [error] * len(batch)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
@@ -87,8 +80,7 @@ class GroupCommitter:
         self._executor.shutdown(wait=True)
 
 
-def _run_all(works: list[Work]) -> tuple[list[BaseException | None], float]:
-    started = time.perf_counter()
+def _run_all(works: list[Work]) -> list[BaseException | None]:
     outcomes: list[BaseException | None] = []
     for work in works:
         try:
@@ -97,4 +89,4 @@ def _run_all(works: list[Work]) -> tuple[list[BaseException | None], float]:
             outcomes.append(e)
         else:
             outcomes.append(None)
-    return outcomes, time.perf_counter() - started
+    return outcomes
