@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,16 +62,17 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def path_id(request: web.Request, name: str) -> str:
-    value = request.match_info[name]
+def path_id(params: Mapping[str, str], name: str) -> str:
+    """A path parameter that must be an id (`params`: aiohttp's match_info, or the front's)."""
+    value = params[name]
     if not is_valid_id(value):
         raise bad_parameter(name, "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     return value
 
 
-def path_reservation(request: web.Request) -> tuple[str, str]:
+def path_reservation(params: Mapping[str, str]) -> tuple[str, str]:
     """-> (pool id, reservation id) from the path."""
-    reservation_id = request.match_info["reservation_id"]
+    reservation_id = params["reservation_id"]
     pool_id = pool_of_reservation(reservation_id)
     if pool_id is None:  # an id we could not have issued names no reservation: 404
         raise BadRequest(
@@ -80,8 +82,8 @@ def path_reservation(request: web.Request) -> tuple[str, str]:
     return pool_id, reservation_id
 
 
-def query_id(request: web.Request, name: str, *, required: bool) -> str | None:
-    value = request.query.get(name)
+def query_id(query: Mapping[str, str], name: str, *, required: bool) -> str | None:
+    value = query.get(name)
     if value is None or value == "":
         if required:
             raise bad_parameter(name, "is required")
@@ -91,8 +93,8 @@ def query_id(request: web.Request, name: str, *, required: bool) -> str | None:
     return value
 
 
-def query_date(request: web.Request, name: str, *, required: bool) -> str | None:
-    value = request.query.get(name)
+def query_date(query: Mapping[str, str], name: str, *, required: bool) -> str | None:
+    value = query.get(name)
     if value is None or value == "":
         if required:
             raise bad_parameter(name, "is required")
@@ -102,8 +104,8 @@ def query_date(request: web.Request, name: str, *, required: bool) -> str | None
     return value
 
 
-def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    return int_parameter(name, request.query.get(name), default, low, high)
+def query_int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    return int_parameter(name, query.get(name), default, low, high)
 
 
 def int_parameter(name: str, value: str | None, default: int, low: int, high: int) -> int:
@@ -113,11 +115,6 @@ def int_parameter(name: str, value: str | None, default: int, low: int, high: in
     if not _DIGITS.fullmatch(value) or not low <= int(value) <= high:
         raise bad_parameter(name, f"must be an integer in {low}..{high}")
     return int(value)
-
-
-def idempotency_key(request: web.Request) -> str | None:
-    values = request.headers.getall("Idempotency-Key", [])
-    return checked_idempotency_key(", ".join(values) if values else None)
 
 
 def checked_idempotency_key(key: str | None) -> str | None:
@@ -275,9 +272,9 @@ def parse_reserve(
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def query_time_ms(request: web.Request, name: str) -> int | None:
+def query_time_ms(query: Mapping[str, str], name: str) -> int | None:
     """An optional RFC 3339 query parameter, as milliseconds since the Unix epoch."""
-    value = request.query.get(name)
+    value = query.get(name)
     if value is None or value == "":
         return None
     try:
@@ -290,8 +287,8 @@ def query_time_ms(request: web.Request, name: str) -> int | None:
     return (parsed - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
-def query_bool(request: web.Request, name: str, default: bool) -> bool:
-    value = request.query.get(name)
+def query_bool(query: Mapping[str, str], name: str, default: bool) -> bool:
+    value = query.get(name)
     if value is None:
         return default
     if value not in ("true", "false"):

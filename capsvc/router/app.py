@@ -153,9 +153,9 @@ def _proxy(route: Route) -> Handler:
         state = _state(request)
         actor = actor_of(request)
         if route.target == "pool":
-            pool_id = parsing.path_id(request, "pool_id")
+            pool_id = parsing.path_id(request.match_info, "pool_id")
         else:
-            pool_id, _ = parsing.path_reservation(request)
+            pool_id, _ = parsing.path_reservation(request.match_info)
         body = await request.read() if request.can_read_body else None
         headers = {h: request.headers[h] for h in FORWARD_REQUEST_HEADERS if h in request.headers}
         headers[REQUEST_ID] = request["request_id"]
@@ -216,9 +216,9 @@ def _rfc3339(ts: float) -> str:
 
 async def availability(request: web.Request) -> web.Response:
     state = _state(request)
-    region = parsing.query_id(request, "region", required=True)
-    date = parsing.query_date(request, "date", required=True)
-    kind = parsing.query_id(request, "kind", required=False)
+    region = parsing.query_id(request.query, "region", required=True)
+    date = parsing.query_date(request.query, "date", required=True)
+    kind = parsing.query_id(request.query, "kind", required=False)
     as_of = state.model.as_of([c.name for c in state.topology.clients()])
     if as_of is None:
         raise ShardUnavailable("the availability read model is still loading")
@@ -326,8 +326,8 @@ async def cluster(request: web.Request) -> web.Response:
 async def list_pools(request: web.Request) -> web.Response:
     state = _state(request)
     for name in ("region", "kind"):
-        parsing.query_id(request, name, required=False)
-    parsing.query_date(request, "date", required=False)
+        parsing.query_id(request.query, name, required=False)
+    parsing.query_date(request.query, "date", required=False)
     answers = await asyncio.gather(
         *(
             w.get_json(

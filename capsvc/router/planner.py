@@ -92,8 +92,8 @@ def _limits(state: RouterState) -> parsing.InputLimits:
 
 def date_range(request: web.Request, days_max: int) -> list[str]:
     """`from` (required) and `to` (default: `from`) -> every date between, inclusive."""
-    first = parsing.query_date(request, "from", required=True)
-    last = parsing.query_date(request, "to", required=False) or first
+    first = parsing.query_date(request.query, "from", required=True)
+    last = parsing.query_date(request.query, "to", required=False) or first
     assert first is not None
     start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
     if end < start:
@@ -124,8 +124,8 @@ class _PlannerApi:
     # -- board ---------------------------------------------------------------------------
     async def board(self, request: web.Request) -> web.StreamResponse:
         state = self.state_of(request)
-        region = parsing.query_id(request, "region", required=False)
-        kind = parsing.query_id(request, "kind", required=False)
+        region = parsing.query_id(request.query, "region", required=False)
+        kind = parsing.query_id(request.query, "kind", required=False)
         dates = date_range(request, BOARD_DAYS_MAX)
         as_of = state.model.as_of([c.name for c in state.topology.clients()])
         if as_of is None:
@@ -151,9 +151,9 @@ class _PlannerApi:
         state = self.state_of(request)
         actor = self.actor_of(request)
         assert actor is not None  # an admin route: `authorise` let it through
-        pool_id = parsing.path_id(request, "pool_id")
-        before = parsing.query_int(request, "before", 0, 0, 2**53)
-        limit = parsing.query_int(request, "limit", TIMELINE_SCAN_DEFAULT, 1, TIMELINE_SCAN_MAX)
+        pool_id = parsing.path_id(request.match_info, "pool_id")
+        before = parsing.query_int(request.query, "before", 0, 0, 2**53)
+        limit = parsing.query_int(request.query, "limit", TIMELINE_SCAN_DEFAULT, 1, TIMELINE_SCAN_MAX)
         page_max = state.config.limits.events_page_max
         upstream, head = await self._events(request, actor, pool_id, 0, 1)
         if head is None:
@@ -199,8 +199,8 @@ class _PlannerApi:
     # -- export --------------------------------------------------------------------------
     async def export_plan(self, request: web.Request) -> web.StreamResponse:
         state = self.state_of(request)
-        region = parsing.query_id(request, "region", required=True)
-        kind = parsing.query_id(request, "kind", required=False)
+        region = parsing.query_id(request.query, "region", required=True)
+        kind = parsing.query_id(request.query, "kind", required=False)
         dates = date_range(request, EXPORT_DAYS_MAX)
         timeout_s = state.config.limits.request_timeout_ms / 1000
         suffix = f"&kind={kind}" if kind else ""
@@ -231,7 +231,7 @@ class _PlannerApi:
         state = self.state_of(request)
         actor = self.actor_of(request)
         assert actor is not None  # an admin route: `authorise` let it through
-        dry_run = parsing.query_bool(request, "dry_run", False)
+        dry_run = parsing.query_bool(request.query, "dry_run", False)
         data = await _read_body(request, PLAN_BODY_MAX_BYTES)
         if data is None:
             return problem(

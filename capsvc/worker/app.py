@@ -110,21 +110,21 @@ def _with_order(response: web.Response, result: CommandResult) -> web.Response:
 
 # -- public routes (reached through the router) --------------------------------------------
 async def define_pool(request: web.Request) -> web.Response:
-    pool_id = parsing.path_id(request, "pool_id")
+    pool_id = parsing.path_id(request.match_info, "pool_id")
     body = await parsing.read_json_object(request)
     command = parsing.parse_define_pool(pool_id, body, input_limits(request.app[CONFIG]))
     return _render(await _execute(request, command))
 
 
 async def change_total_capacity(request: web.Request) -> web.Response:
-    pool_id = parsing.path_id(request, "pool_id")
+    pool_id = parsing.path_id(request.match_info, "pool_id")
     body = await parsing.read_json_object(request)
     command = parsing.parse_change_total(pool_id, body, input_limits(request.app[CONFIG]))
     return _render(await _execute(request, command))
 
 
 async def add_slot(request: web.Request) -> web.Response:
-    pool_id = parsing.path_id(request, "pool_id")
+    pool_id = parsing.path_id(request.match_info, "pool_id")
     body = await parsing.read_json_object(request)
     slot = parsing.parse_slot(body, "", input_limits(request.app[CONFIG]))
     result = await _execute(request, cmd.AddSlot(pool_id, slot))
@@ -134,16 +134,16 @@ async def add_slot(request: web.Request) -> web.Response:
 
 
 async def update_slot(request: web.Request) -> web.Response:
-    pool_id = parsing.path_id(request, "pool_id")
-    slot_id = parsing.path_id(request, "slot_id")
+    pool_id = parsing.path_id(request.match_info, "pool_id")
+    slot_id = parsing.path_id(request.match_info, "slot_id")
     body = await parsing.read_json_object(request)
     command = parsing.parse_update_slot(pool_id, slot_id, body, input_limits(request.app[CONFIG]))
     return _render(await _execute(request, command))
 
 
 async def reserve(request: web.Request) -> web.Response:
-    pool_id = parsing.path_id(request, "pool_id")
-    key = parsing.idempotency_key(request)
+    pool_id = parsing.path_id(request.match_info, "pool_id")
+    key = parsing.checked_idempotency_key(", ".join(request.headers.getall("Idempotency-Key", [])) or None)
     body = await parsing.read_json_object(request)
     command = parsing.parse_reserve(
         pool_id, body, key, input_limits(request.app[CONFIG]), new_nonce(), now_ms()
@@ -152,13 +152,13 @@ async def reserve(request: web.Request) -> web.Response:
 
 
 async def release(request: web.Request) -> web.Response:
-    pool_id, reservation_id = parsing.path_reservation(request)
+    pool_id, reservation_id = parsing.path_reservation(request.match_info)
     result = await _execute(request, cmd.ReleaseReservation(pool_id, reservation_id, now_ms()))
     return _render(result)
 
 
 async def get_pool(request: web.Request) -> web.Response:
-    pool_id = parsing.path_id(request, "pool_id")
+    pool_id = parsing.path_id(request.match_info, "pool_id")
     pool = _shard(request, pool_id).read_pool(pool_id)
     if pool is None:
         return problem(rj.POOL_NOT_FOUND, f"no pool {pool_id}")
@@ -166,7 +166,7 @@ async def get_pool(request: web.Request) -> web.Response:
 
 
 async def get_reservation(request: web.Request) -> web.Response:
-    pool_id, reservation_id = parsing.path_reservation(request)
+    pool_id, reservation_id = parsing.path_reservation(request.match_info)
     pool, reservation = await _shard(request, pool_id).read_reservation(pool_id, reservation_id)
     if reservation is None:
         return problem(rj.RESERVATION_NOT_FOUND, f"no reservation {reservation_id}")
@@ -175,10 +175,10 @@ async def get_reservation(request: web.Request) -> web.Response:
 
 async def pool_events(request: web.Request) -> web.Response:
     """The audit log of one pool, oldest first, paged by pool version."""
-    pool_id = parsing.path_id(request, "pool_id")
+    pool_id = parsing.path_id(request.match_info, "pool_id")
     page_max = request.app[CONFIG].limits.events_page_max
-    after = parsing.query_int(request, "after", 0, 0, 2**53)
-    limit = parsing.query_int(request, "limit", min(100, page_max), 1, page_max)
+    after = parsing.query_int(request.query, "after", 0, 0, 2**53)
+    limit = parsing.query_int(request.query, "limit", min(100, page_max), 1, page_max)
     shard = _shard(request, pool_id)
     pool = shard.read_pool(pool_id)
     if pool is None:
@@ -193,8 +193,8 @@ async def pool_events(request: web.Request) -> web.Response:
 
 async def admin_get_pool(request: web.Request) -> web.Response:
     """The pool now, or with `as_of` the pool as it was then, rebuilt from its events."""
-    pool_id = parsing.path_id(request, "pool_id")
-    as_of_ms = parsing.query_time_ms(request, "as_of")
+    pool_id = parsing.path_id(request.match_info, "pool_id")
+    as_of_ms = parsing.query_time_ms(request.query, "as_of")
     shard = _shard(request, pool_id)
     pool = shard.read_pool(pool_id)
     if pool is None:
@@ -241,9 +241,9 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def list_pools(request: web.Request) -> web.Response:
-    region = parsing.query_id(request, "region", required=False)
-    date = parsing.query_date(request, "date", required=False)
-    kind = parsing.query_id(request, "kind", required=False)
+    region = parsing.query_id(request.query, "region", required=False)
+    date = parsing.query_date(request.query, "date", required=False)
+    kind = parsing.query_id(request.query, "kind", required=False)
     views = []
     for shard in request.app[SHARDS].values():
         if shard.state not in (ShardState.READY, ShardState.DRAINING):
