@@ -94,7 +94,8 @@ class LimitsConfig:
     body_max_bytes: int = 65536
     shard_queue_max: int = 4096
     shard_queue_wait_max_ms: int = 500  # older commands are shed with 503 overloaded
-    header_timeout_ms: int = 10_000  # a request's headers and body must arrive within this
+    # a request's headers and body must arrive within this (was `header_timeout_ms`)
+    request_read_timeout_ms: int = 10_000
     request_timeout_ms: int = 5000
     idempotency_retention_s: int = 86400
     idempotency_keys_max: int = 100_000
@@ -191,7 +192,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "limits.body_max_bytes": (1024, 64 * 1024 * 1024),
     "limits.shard_queue_max": (1, 10_000_000),
     "limits.shard_queue_wait_max_ms": (1, 600_000),
-    "limits.header_timeout_ms": (100, 600_000),
+    "limits.request_read_timeout_ms": (100, 600_000),
     "limits.request_timeout_ms": (10, 600_000),
     "limits.idempotency_retention_s": (1, 30 * 86400),
     "limits.idempotency_keys_max": (1, 100_000_000),
@@ -284,9 +285,25 @@ _FORMATS: dict[str, Callable[[str], str | None]] = {
 }
 
 
+# Old names still read (a config file written for an older release keeps working): old -> new.
+RENAMED = {"limits.header_timeout_ms": "limits.request_read_timeout_ms"}
+
+
+def _renamed(raw: dict, path: str) -> dict:
+    for old, new in RENAMED.items():
+        section, _, old_key = old.rpartition(".")
+        new_key = new.rpartition(".")[2]
+        if section == path and old_key in raw:
+            if new_key in raw:
+                raise ConfigError(f"{old}: give only {new} (its new name)")
+            raw = {(new_key if k == old_key else k): v for k, v in raw.items()}
+    return raw
+
+
 def _build(cls: type, raw: object, path: str) -> object:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path or 'config'}: expected a table")
+    raw = _renamed(raw, path)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)

@@ -76,6 +76,10 @@ class UpstreamTimeout(CapsvcError):
     retry_after_s = 1
 
 
+class DeadlinePassed(UpstreamTimeout):
+    """The request's deadline passed before its command was decided: it was not applied."""
+
+
 class UpstreamUnavailable(CapsvcError):
     code = "upstream_unavailable"
     retry_after_s = 1

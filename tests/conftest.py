@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from capsvc.testing.harness import Service
 from capsvc.testing.zookeeper import ZooKeeper
 
 
@@ -26,3 +27,14 @@ def zookeeper(request, tmp_path, shared_zookeeper):
     zk = ZooKeeper(tmp_path / "zk").start()
     yield zk
     zk.stop()
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory):
+    """One running capsvc (2 workers, 8 shards, embedded) for every test that needs only *a*
+    service and keeps to pools of its own; a module that needs other settings defines its own
+    `service`. It must stop cleanly, having logged no unhandled error."""
+    svc = Service(tmp_path_factory.mktemp("shared-service") / "data").start()
+    yield svc
+    assert svc.stop() == 0, svc.log_text()[-3000:]
+    assert "unhandled error" not in svc.log_text(), svc.log_text()[-3000:]

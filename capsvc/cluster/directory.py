@@ -2,6 +2,8 @@
 
 Read-only: the directory never changes ownership, it only mirrors ZooKeeper. Every change
 wakes whoever waits in `wait_change` (the router's buffered requests, the feed manager).
+While the session is suspended or lost the view is kept as it was (the owners most likely still
+own their shards), and `confirmed` says it is not current.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from typing import Any
+
+from kazoo.client import KazooState
 
 from capsvc.cluster.zk import Zk, decode
 
@@ -85,6 +89,16 @@ class Directory:
     def _on_hosts(self, children: list[str]) -> None:
         self.hosts = sorted(children)
         self._notify()
+
+    @property
+    def connection_state(self) -> str:
+        return str(self.zk.state).lower()
+
+    @property
+    def confirmed(self) -> bool:
+        """Is this view current? Only while the ZooKeeper session is connected: the watches
+        then deliver every change (kazoo sets them again on a new session)."""
+        return self.zk.state == KazooState.CONNECTED
 
     def ready_owner(self, shard_id: int) -> Owner | None:
         owner = self.owners.get(shard_id)

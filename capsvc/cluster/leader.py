@@ -2,9 +2,14 @@
 
 The elected worker watches the membership (`workers/`), lets it settle for
 `rebalance_delay_ms`, computes a balanced assignment with minimal movement and writes it to
-`assignment` with a version check (a deposed leader's late write fails instead of winning).
-Workers do the moving themselves: they watch `assignment`, hand off what is no longer theirs
-and claim what is newly theirs. Leadership is lost with the session; then `run` contends again.
+`assignment`. Workers do the moving themselves: they watch `assignment`, hand off what is no
+longer theirs and claim what is newly theirs. Leadership is lost with the session; then `run`
+contends again.
+
+Fencing: the assignment is written only in one ZooKeeper transaction that also checks that
+the writer's own election node still exists (and, as before, the version it read). A leader
+paused past its session timeout wakes with a new session and no election node: its write is
+refused, whatever the version, and it gives up the term and contends again.
 
 Runs in its own thread (kazoo's Election blocks), using blocking kazoo calls only.
 """
@@ -16,12 +21,23 @@ import logging
 import threading
 
 from kazoo.client import KazooState
-from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+)
 
 from capsvc.cluster.assignment import assign, moves
 from capsvc.cluster.zk import Zk
 
 log = logging.getLogger(__name__)
+
+
+class LeadershipLost(Exception):
+    """ZooKeeper refused the leader's write: its election node is gone (session expired, or
+    the term was given up). The term is over."""
 
 
 class Leader:
@@ -73,9 +89,14 @@ class Leader:
             while not (self._stop.is_set() or term_over.is_set()):
                 if changed.wait(0.5):
                     self._stop.wait(self.delay_s)  # let a burst of joins or departures settle
+                    if term_over.is_set():
+                        break
                     changed.clear()
                     if not self._rebalance():
                         changed.set()
+        except LeadershipLost as e:
+            log.warning("no longer the leader; contending again: %s", e,
+                        extra={"worker_id": self.me})
         except KazooException as e:
             log.warning("leader lost its footing: %s", e)
         finally:
@@ -83,8 +104,17 @@ class Leader:
             term_over.set()
             self.zk.client.remove_listener(on_state)
 
+    def _election_node(self) -> str:
+        """This term's election node (kazoo's Election holds a Lock; its node is ours)."""
+        lock = self.election.lock
+        if lock.node is None:
+            raise LeadershipLost("this worker holds no election node")
+        return f"{lock.path}/{lock.node}"
+
     def _rebalance(self) -> bool:
-        """Write a new assignment if membership calls for one; False if it must be retried."""
+        """Write a new assignment if membership calls for one; False if it must be retried.
+        Raises LeadershipLost if ZooKeeper refused the write as no longer the leader's."""
+        term = self._election_node()
         client, path = self.zk.client, self.zk.path("assignment")
         workers = sorted(client.get_children(self.zk.path("workers")))
         try:
@@ -103,14 +133,21 @@ class Leader:
                 "leader": self.me,
             }
         ).encode()
-        try:
-            if version is None:
-                client.create(path, data, makepath=True)
-            else:
-                client.set(path, data, version=version)
-        except (BadVersionError, NodeExistsError):
+        tx = client.transaction()
+        tx.check(term, -1)  # -1: any version; the node must exist (ours: sequential, ephemeral)
+        if version is None:
+            tx.create(path, data)
+        else:
+            tx.set_data(path, data, version=version)
+        fenced, written = tx.commit()
+        if isinstance(fenced, NoNodeError):
+            raise LeadershipLost(f"election node {term} is gone; the assignment was not written")
+        if isinstance(written, BadVersionError | NodeExistsError):
             log.warning("assignment changed under the leader; recomputing")
             return False
+        for result in (fenced, written):
+            if isinstance(result, Exception) and not isinstance(result, RolledBackError):
+                raise result
         log.info(
             "assignment written", extra={"workers": len(workers), "moved": moves(current, target)}
         )

@@ -13,6 +13,22 @@ ACTOR = "X-Capsvc-Actor"  # the admin token's name, from the router to the worke
 NOT_APPLIED = "X-Capsvc-Not-Applied"  # the worker applied nothing: safe to resend elsewhere
 EPOCH = "X-Capsvc-Epoch"  # the shard's owner epoch when a command was decided
 VERSION = "X-Capsvc-Version"  # the pool's version after it
+# When the router stops waiting for an answer (Unix epoch milliseconds): a command still
+# undecided then is never applied, however late it reaches its shard (a frozen host wakes).
+DEADLINE = "X-Capsvc-Deadline"
+
+
+def deadline_value(deadline_s: float) -> str:
+    """The `DEADLINE` header's value for a wall-clock time (seconds)."""
+    return str(int(deadline_s * 1000))
+
+
+def deadline_of(value: str | bytes | None) -> float | None:
+    """A `DEADLINE` header's wall-clock time in seconds; None when absent or unreadable (then
+    the worker's own request timeout is all there is)."""
+    if value is None or not value.isdigit() or len(value) > 15:
+        return None
+    return int(value) / 1000
 
 
 def wire(name: str) -> bytes:

@@ -1,14 +1,15 @@
-"""A lean HTTP/1.1 server protocol: httptools parsing for a few hot routes, aiohttp for the rest.
+"""A lean HTTP/1.1 server protocol: httptools parsing for the front routes, aiohttp for the rest.
 
-A `LeanFront` subclass says which requests are hot (`classify`) and answers them (`handle`,
-which calls `request.reply(...)` now or later). Every other request is relayed to the aiohttp
-app in the same process (`app_relay`: pooled in-memory connections), whose answer is sent
-back unchanged but for its framing, so every other route and middleware keeps working; the
-connection stays lean for the hot requests that follow.
+A `LeanFront` is built with the routes it answers (the table's `front` routes of its process)
+and answers them, and only it does: every request whose path is one of them, in any shape (a
+bad id, a method the path does not take, HEAD, OPTIONS). A subclass serves the matched ones
+(`serve`, which calls `answer(...)` now or later). Every other request is relayed to the
+aiohttp app in the same process (`app_relay`: pooled in-memory connections), whose answer is
+sent back unchanged but for its framing; the connection stays lean for what follows.
 
 Answers leave in request order (pipelining), whenever each is ready; reading pauses while
 `PIPELINE_MAX` wait. Limits: a request's headers and body must arrive within
-`header_timeout_s`; URL, header and body sizes are bounded (414, 431, 413 as problem+json);
+`read_timeout_s`; URL, header and body sizes are bounded (414, 431, 413 as problem+json);
 idle keep-alive connections close after `KEEPALIVE_S`; malformed HTTP answers 400. A request
 that asks to switch protocols is answered, and its connection then closes.
 """
@@ -28,6 +29,8 @@ import httptools
 from capsvc.http.app_relay import AppRelay, RelayFailed
 from capsvc.http.headers import SERVER_KEEPALIVE_S
 from capsvc.http.problems import problem_json
+from capsvc.http.route_match import Match, RouteMatcher
+from capsvc.http.routes import Route
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = SERVER_KEEPALIVE_S  # our clients close their idle connections first (headers.py)
@@ -63,6 +66,7 @@ class LeanRequest:
         "headers",
         "body",
         "keep_alive",
+        "match",
         "route",
         "target",
         "started",
@@ -80,12 +84,14 @@ class LeanRequest:
         headers: dict[bytes, bytes],
         body: bytes,
         keep_alive: bool,
-        route: str | None,
-        target: str | None,
+        match: Match | None,
     ) -> None:
         self.conn = conn
         self.method, self.path, self.headers, self.body = method, url, headers, body
-        self.keep_alive, self.route, self.target = keep_alive, route, target
+        self.keep_alive, self.match = keep_alive, match
+        # the matched route's name (None: relayed, or the path does not take this method)
+        self.route = match.route.name if match is not None and match.route is not None else None
+        self.target = match.target if match is not None else None
         self.started = time.perf_counter()
         self.status = _NOT_ANSWERED
         self.head = self.payload = b""
@@ -109,23 +115,25 @@ class LeanRequest:
 
 
 class LeanFront:
-    """What every lean connection of one server shares; subclasses answer the hot routes."""
+    """What every lean connection of one server shares; subclasses serve the front routes."""
 
     def __init__(
         self,
         aiohttp_protocol: Callable[[], asyncio.Protocol],
+        routes: tuple[Route, ...],
         *,
         body_max: int,
-        header_timeout_s: float,
+        read_timeout_s: float,
         relay_body_max: int | None = None,
     ) -> None:
+        self.matcher = RouteMatcher(routes)
         self.relay = AppRelay(aiohttp_protocol)
         self._relaying: set[asyncio.Task] = set()  # held until done (the loop holds tasks weakly)
         self.body_max = body_max  # of a hot request
         # of a request for the app: its largest route limit (the app checks each route's own)
         self.relay_body_max = body_max if relay_body_max is None else relay_body_max
         assert self.relay_body_max >= body_max
-        self.header_timeout_s = header_timeout_s
+        self.read_timeout_s = read_timeout_s
         self.connections: set[LeanProtocol] = set()
         self.draining = False
 
@@ -134,17 +142,45 @@ class LeanFront:
         return LeanProtocol(self)
 
     # -- for subclasses ----------------------------------------------------------------------
-    def classify(self, method: bytes, url: bytes) -> tuple[str | None, str | None]:
-        """-> (route name, path parameter) for a hot request, (None, None) for aiohttp."""
-        return None, None
-
-    def handle(self, request: LeanRequest) -> None:
-        """Answer a hot request, now or later, with `request.reply` (exactly once)."""
+    def serve(self, request: LeanRequest) -> None:
+        """Answer a request of a front route, now or later, with `answer` (exactly once)."""
         raise NotImplementedError
 
+    def answer(
+        self, request: LeanRequest, status: int, head: bytes, payload: bytes, code: str | None
+    ) -> None:
+        """Every answer of a front route leaves here (`code`: a problem's, else None), so a
+        subclass adds its own lines (a request id) and counts it. `head`: see `reply`."""
+        request.reply(status, head, payload)
+
+    def problem(
+        self, request: LeanRequest, code: str, detail: str, head: bytes = b"", tail: bytes = b"",
+        **fields: Any,
+    ) -> None:
+        """Answer with a problem: `head` lines go before Content-Type, `tail` lines after it."""
+        status, text = problem_json(code, detail, **fields)
+        head += b"Content-Type: " + PROBLEM_JSON + b"\r\n" + tail
+        self.answer(request, status, head, text.encode(), code)
+
     def too_large(self, request: LeanRequest) -> None:
-        """A hot request whose body is over `body_max`: answered, then the connection closes."""
-        request.problem("body_too_large", "the request body is larger than the limit")
+        """A request whose body is over `body_max`: answered, then the connection closes."""
+        self.problem(request, "body_too_large", "the request body is larger than the limit")
+
+    # -- every request of a front route ----------------------------------------------------
+    def handle(self, request: LeanRequest) -> None:
+        """A method the path does not take is refused here, for every front route alike (as
+        aiohttp's problem middleware does for the app's routes); OPTIONS lists the methods."""
+        match = request.match
+        assert match is not None
+        if match.route is not None:
+            self.serve(request)
+        elif request.method == b"OPTIONS":
+            self.answer(request, 204, b"Allow: " + match.allow + b"\r\n", b"", None)
+        else:
+            path = request.path.partition(b"?")[0].decode("latin-1")
+            self.problem(request, "method_not_allowed",
+                         f"{request.method.decode('latin-1')} is not allowed on {path}",
+                         b"Allow: " + match.allow + b"\r\n")
 
     def start_relay(self, request: LeanRequest) -> None:
         task = asyncio.get_running_loop().create_task(self.relay_to_app(request))
@@ -211,8 +247,7 @@ class RequestCollector:
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
-        self._route: str | None = None
-        self._target: str | None = None
+        self._match: Match | None = None
 
     def _ignoring(self) -> bool:
         raise NotImplementedError
@@ -300,7 +335,7 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.front.connections.add(self)
-        self._arm(self.front.header_timeout_s)
+        self._arm(self.front.read_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.front.connections.discard(self)
@@ -312,7 +347,7 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
         self.transport = None
 
     def close_if_idle(self) -> None:
-        if not self._pending and not self._in_message:
+        if not self._pending and not self._in_message and self._timer_close is None:
             self.close_now()
 
     def close_now(self) -> None:
@@ -339,7 +374,7 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._reset()
         self._in_message = True
-        self._arm(self.front.header_timeout_s)
+        self._arm(self.front.read_timeout_s)
 
     def on_headers_complete(self) -> None:
         if self._done:
@@ -350,11 +385,11 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
                 f"HTTP/{self.parser.get_http_version()} is not spoken here: use HTTP/1.1",
             )
             return
-        self._route, self._target = self.front.classify(self.parser.get_method(), self._url)
+        self._match = self.front.matcher.match(self.parser.get_method(), self._url)
         length = self._headers.get(b"content-length")
-        # Hot routes take `body_max`; a relayed request is bounded by the app's largest
+        # Front routes take `body_max`; a relayed request is bounded by the app's largest
         # limit here, and by its own route's limit in the app.
-        self.body_max = self.front.body_max if self._route else self.front.relay_body_max
+        self.body_max = self.front.relay_body_max if self._match is None else self.front.body_max
         if length is not None and length.isdigit() and int(length) > self.body_max:
             self._too_large()
             return
@@ -376,9 +411,8 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
             self._url,
             self._headers,
             body,
-            self.parser.should_keep_alive(),
-            self._route,
-            self._target,
+            self.parser.should_keep_alive() and not self.front.draining,
+            self._match,
         )
         self._pending.append(request)
         self._arm(KEEPALIVE_S)
@@ -404,7 +438,7 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
         return False
 
     def _start(self, request: LeanRequest) -> None:
-        if request.route is None:
+        if request.match is None:
             self.front.start_relay(request)
             return
         try:
@@ -425,21 +459,25 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
             if request.status == _NOT_ANSWERED:
                 break
             pending.popleft()
-            close = not request.keep_alive or self.front.draining
+            # Draining: every request already received is answered; the last answer closes.
+            close = not request.keep_alive or (self.front.draining and not pending)
+            status = request.status
             self.transport.write(
                 b"".join(
                     (
-                        status_line(request.status),
+                        status_line(status),
                         request.head,
-                        b"Content-Length: %d\r\n" % len(request.payload),
+                        # none on 204 and 304 (RFC 9110 8.6); HEAD: the GET's, without it
+                        b"" if status in _NO_LENGTH else b"Content-Length: %d\r\n"
+                        % len(request.payload),
                         b"Connection: close\r\n\r\n" if close else b"\r\n",
-                        request.payload,
+                        b"" if request.method == b"HEAD" else request.payload,
                     )
                 )
             )
             if close:
-                if self._linger_bytes > 0:
-                    self._linger()
+                if self._linger_bytes > 0 or self.front.draining:
+                    self._linger()  # the client may have sent more: no reset for it
                 else:
                     self.close_now()
                 return
@@ -477,7 +515,7 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
 
     def _refuse(self, code: str, detail: str) -> None:
         """Malformed or oversized HTTP: answered after the answers before it, then closed."""
-        request = LeanRequest(self, b"", b"", {}, b"", False, None, None)
+        request = LeanRequest(self, b"", b"", {}, b"", False, None)
         self._answer_and_close(request)
         request.problem(code, detail)
 
@@ -502,17 +540,17 @@ class LeanProtocol(RequestCollector, asyncio.Protocol):
             self._headers,
             b"",
             False,
-            self._route,
-            self._target,
+            self._match,
         )
         self._answer_and_close(request)
-        if request.route is None:
-            LeanFront.too_large(self.front, request)
+        if request.match is None:
+            request.problem("body_too_large", "the request body is larger than the limit")
         else:
             self.front.too_large(request)
 
 
 _SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+_NO_LENGTH = frozenset((204, 304))
 _HOP_BY_HOP = frozenset(
     (b"content-length", b"connection", b"transfer-encoding", b"keep-alive", b"expect", b"upgrade")
 )

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of capsvc's public HTTP API, served by the router at /openapi.json.
 
-Paths and methods come from `ROUTES` and error statuses from the problem registry, so neither
-can drift from what the service answers. Numeric limits shown are the configuration defaults.
+Paths and methods come from `ROUTES`, error statuses from the problem registry and request
+bodies from the Structs the server decodes them with (`request_shapes`), so none of them can
+drift from what the service answers. Numeric limits shown are the configuration defaults.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 from capsvc.config import LimitsConfig
 from capsvc.domain import rejections as rj
 from capsvc.domain.ids import ID_PATTERN, RESERVATION_ID_PATTERN
+from capsvc.http import query_limits as q
 from capsvc.http.problems import PROBLEM_JSON, PROBLEMS
+from capsvc.http.request_shapes import DATE_RE, TIMESTAMP_RE, InputLimits, json_schemas
 from capsvc.http.routes import ROUTES, Route
 
 VERSION = "0.1.0"
@@ -27,6 +30,7 @@ DESCRIPTION = (
 
 Schema = dict[str, Any]
 _LIMITS = LimitsConfig()
+_INPUT_LIMITS = InputLimits(_LIMITS.units_max, _LIMITS.capacity_max, _LIMITS.slots_per_pool_max)
 _UNAVAILABLE = tuple(code for code, (status, _) in PROBLEMS.items() if status == 503)
 
 
@@ -75,17 +79,40 @@ def _string(**extra: Any) -> Schema:
 _ID = _string(pattern=ID_PATTERN)
 _DATE = _string(format="date")
 _TIMESTAMP = _string(format="date-time", description="RFC 3339 timestamp with an offset")
+# query values: an empty one (`?region=`) is a value, and refused (400) like any other bad one
+_QUERY_ID = _string(minLength=1, maxLength=128, pattern=ID_PATTERN)
+_QUERY_DATE = _string(minLength=10, maxLength=10, format="date", pattern=DATE_RE)
+_QUERY_TIMESTAMP = _string(
+    minLength=20, format="date-time", pattern=TIMESTAMP_RE, description="RFC 3339 with an offset"
+)
 _CAPACITY = _int(0, _LIMITS.capacity_max)
 _ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
 
 
+# request bodies: the Structs' JSON Schema ({name: requestBody schema}, their components)
+_BODIES, _BODY_COMPONENTS = json_schemas(_INPUT_LIMITS)
+_SLOT_EXAMPLE = {
+    "slot_id": "0800-1000",
+    "starts_at": "2026-12-01T08:00:00+08:00",
+    "ends_at": "2026-12-01T10:00:00+08:00",
+    "capacity": 40,
+}
+BODY_EXAMPLES: dict[str, Any] = {  # each one decodes (tests/unit/test_request_shapes.py)
+    "PoolDefinition": {
+        "kind": "logistics",
+        "region": "sg-north",
+        "date": "2026-12-01",
+        "total_capacity": None,
+        "slots": [_SLOT_EXAMPLE],
+    },
+    "PoolPatch": {"total_capacity": 100},
+    "SlotDefinition": {**_SLOT_EXAMPLE, "slot_id": "1000-1200", "capacity": 20},
+    "SlotPatch": {"capacity": 45, "open": True},
+    "ReserveRequest": {"slot_id": "0800-1000", "units": 1, "order_ref": "order-8812"},
+}
+
 # -- component schemas ---------------------------------------------------------------------
 def _schemas() -> dict[str, Schema]:
-    slot_definition = _obj(
-        {"slot_id": _ID, "starts_at": _TIMESTAMP, "ends_at": _TIMESTAMP, "capacity": _CAPACITY},
-        closed=True,
-        description="`ends_at` must be after `starts_at`.",
-    )
     pool_slot = _obj(
         {
             "slot_id": _ID,
@@ -118,23 +145,7 @@ def _schemas() -> dict[str, Schema]:
         }
     )
     return {
-        "SlotDefinition": slot_definition,
-        "PoolDefinition": _obj(
-            {
-                "pool_id": _ID | {"description": "If given, must equal the path's pool_id."},
-                "kind": _ID,
-                "region": _ID,
-                "date": _DATE,
-                "total_capacity": _nullable(_CAPACITY) | {"default": None},
-                "slots": _array(
-                    _ref("SlotDefinition"),
-                    maxItems=_LIMITS.slots_per_pool_max,
-                    description="Slot ids must be unique.",
-                ),
-            },
-            required=("kind", "region", "date", "slots"),
-            closed=True,
-        ),
+        **_BODY_COMPONENTS,
         "Pool": _obj(
             {
                 "pool_id": _ID,
@@ -148,34 +159,20 @@ def _schemas() -> dict[str, Schema]:
             }
         ),
         "PoolList": _obj({"pools": _array(_ref("Pool"))}),
-        "ReserveRequest": _obj(
-            {
-                "slot_id": _ID,
-                "units": _int(1, _LIMITS.units_max, default=1),
-                "order_ref": _nullable(
-                    _string(minLength=1, maxLength=128, pattern=r"^[^\x00-\x1f\x7f]*$")
-                ),
-            },
-            required=("slot_id",),
-            closed=True,
-        ),
         "Reservation": _obj(
             {
                 "reservation_id": _string(pattern=RESERVATION_ID_PATTERN),
                 "pool_id": _ID,
                 "slot_id": _ID,
                 "units": _int(1),
-                "status": _string(enum=["active", "released"]),
+                "status": _string(
+                    enum=["active", "released"],
+                    description="A released reservation is still readable (200), with "
+                    "`released`: releasing keeps its record, it does not delete it.",
+                ),
                 "order_ref": _nullable(_string()),
             }
         ),
-        "SlotPatch": _obj(
-            {"capacity": _CAPACITY, "open": {"type": "boolean"}},
-            required=(),
-            closed=True,
-            minProperties=1,
-        ),
-        "PoolPatch": _obj({"total_capacity": _nullable(_CAPACITY)}, closed=True),
         "Availability": _obj(
             {
                 "as_of": _TIMESTAMP | {"description": "The grid reflects every write up to here."},
@@ -277,9 +274,9 @@ def _path_parameters() -> dict[str, Schema]:
     }
 
 
-_REGION = _query("region", _ID, "Region of the pools.")
-_DAY = _query("date", _DATE, "Service date of the pools.")
-_KIND = _query("kind", _ID, "Only pools of this kind.")
+_REGION = _query("region", _QUERY_ID, "Region of the pools.")
+_DAY = _query("date", _QUERY_DATE, "Service date of the pools.")
+_KIND = _query("kind", _QUERY_ID, "Only pools of this kind.")
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -310,9 +307,43 @@ def _op(
     if body is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
+            "content": {
+                "application/json": {"schema": _BODIES[body], "example": BODY_EXAMPLES[body]}
+            },
         }
     return operation
+
+
+def _link(operation_id: str, description: str, **values: Any) -> Schema:
+    """An OpenAPI link: what a client (or a stateful fuzzer) may do next with this answer."""
+    link: Schema = {"operationId": operation_id, "description": description}
+    body = values.pop("requestBody", None)
+    if values:
+        link["parameters"] = values
+    if body is not None:
+        link["requestBody"] = body
+    return link
+
+
+def _with_links(response: Schema, **links: Schema) -> Schema:
+    return {**response, "links": links}
+
+
+_THIS_POOL = "$request.path.pool_id"
+_POOL_LINKS = {  # what a planner does next with a pool just defined
+    "GetPool": _link("get_pool", "Read the pool", pool_id=_THIS_POOL),
+    "AdminGetPool": _link("admin_get_pool", "Read the pool (admin view)", pool_id=_THIS_POOL),
+    "AddSlot": _link("add_slot", "Add a slot", pool_id=_THIS_POOL),
+    "UpdateSlot": _link(
+        "update_slot",
+        "Change the first slot",
+        pool_id=_THIS_POOL,
+        slot_id="$response.body#/slots/0/slot_id",
+    ),
+    "ChangeTotalCapacity": _link("change_total_capacity", "Cap the pool", pool_id=_THIS_POOL),
+    "Events": _link("pool_events", "The pool's audit log", pool_id=_THIS_POOL),
+    "Timeline": _link("pool_timeline", "The pool's history", pool_id=_THIS_POOL),
+}
 
 
 def _operations() -> dict[str, Schema]:
@@ -324,7 +355,16 @@ def _operations() -> dict[str, Schema]:
             "Define a pool (idempotent for an identical definition)",
             {
                 "200": _json(pool, "Already defined identically; nothing changed"),
-                "201": _json(pool, "Pool defined"),
+                "201": _with_links(
+                    _json(pool, "Pool defined"),
+                    Reserve=_link(
+                        "reserve",
+                        "Reserve a unit of the pool's first slot",
+                        pool_id="$request.path.pool_id",
+                        requestBody={"slot_id": "$response.body#/slots/0/slot_id", "units": 1},
+                    ),
+                    **_POOL_LINKS,
+                ),
             },
             (*admin_body, rj.POOL_EXISTS, "body_too_large"),
             body="PoolDefinition",
@@ -352,7 +392,7 @@ def _operations() -> dict[str, Schema]:
             {"200": _json(_ref("EventPage"), "One page of events")},
             ("invalid_parameter", "unauthorized", rj.POOL_NOT_FOUND),
             parameters=(
-                _query("after", _int(0, default=0), "Events after this pool version."),
+                _query("after", _int(0, q.VERSION_MAX, default=0), "Events after this version."),
                 _query("limit", _int(1, _LIMITS.events_page_max, default=100), "Page size."),
             ),
         ),
@@ -373,10 +413,22 @@ def _operations() -> dict[str, Schema]:
         "reserve": _op(
             "Reserve units of a slot",
             {
-                "201": _json(
-                    reservation,
-                    "Reserved (or replayed, see Idempotent-Replayed)",
-                    headers={"Idempotent-Replayed": _REPLAYED},
+                "201": _with_links(
+                    _json(
+                        reservation,
+                        "Reserved (or replayed, see Idempotent-Replayed)",
+                        headers={"Idempotent-Replayed": _REPLAYED},
+                    ),
+                    GetReservation=_link(
+                        "get_reservation",
+                        "Read the reservation",
+                        reservation_id="$response.body#/reservation_id",
+                    ),
+                    Release=_link(
+                        "release",
+                        "Release the reservation",
+                        reservation_id="$response.body#/reservation_id",
+                    ),
                 )
             },
             (
@@ -397,12 +449,27 @@ def _operations() -> dict[str, Schema]:
         ),
         "get_reservation": _op(
             "Read a reservation",
-            {"200": _json(reservation, "The reservation")},
+            {
+                "200": _json(
+                    reservation,
+                    "The reservation, active or released: a released reservation still "
+                    "answers 200 with `status: released` (by design: release keeps the record)",
+                )
+            },
             (rj.RESERVATION_NOT_FOUND,),
         ),
         "release": _op(
             "Release a reservation (releasing twice is harmless)",
-            {"200": _json(reservation, "The released reservation")},
+            {
+                "200": _with_links(
+                    _json(reservation, "The released reservation"),
+                    GetReservation=_link(
+                        "get_reservation",
+                        "Still readable after release: 200 with `status: released`",
+                        reservation_id="$request.path.reservation_id",
+                    ),
+                )
+            },
             (rj.RESERVATION_NOT_FOUND, *_UNAVAILABLE, "timeout"),
         ),
         "availability": _op(
@@ -415,9 +482,17 @@ def _operations() -> dict[str, Schema]:
             "Liveness", {"200": _json(_obj({"status": _string(enum=["ok"])}), "The router is up")}
         ),
         "readyz": _op(
-            "Readiness: every shard owned and recovered, read model loaded",
-            {"200": _json(_obj({"status": _string(enum=["ready"]), "shards": _int(1)}), "Ready")},
-            ("shard_unavailable",),
+            "Readiness: this host can serve (its owner view is current, its workers answer a "
+            "real read of every shard they hold, read model loaded); with scope=cluster, every "
+            "shard of the cluster has a ready owner",
+            {"200": _json(_obj({"status": _string(enum=["ready"]), "shards": _int(0),
+                                "scope": _string(enum=["host", "cluster"]),
+                                "shards_moving": _array(_int(0))},
+                               required=("status", "shards", "scope")), "Ready")},
+            ("invalid_parameter", "shard_unavailable"),
+            parameters=(_query("scope", _string(enum=["host", "cluster"], default="host"),
+                               "host (the default; load balancers): this host can serve. "
+                               "cluster (on-call): every shard has a ready owner."),),
         ),
         "metrics": _op(
             "Prometheus metrics",
@@ -540,10 +615,17 @@ def _planner_schemas() -> dict[str, Schema]:
 
 
 def _planner_operations() -> dict[str, Schema]:
-    range_params = (
-        _query("from", _DATE, "First date.", required=True),
-        _query("to", _DATE, "Last date (default: `from`)."),
-    )
+    def range_params(days_max: int) -> tuple[Schema, ...]:
+        return (
+            _query("from", _QUERY_DATE, "First date.", required=True),
+            _query(
+                "to",
+                _QUERY_DATE,
+                f"Last date (default: `from`): not before `from`, and at most {days_max} days "
+                f"from it counting both (400 `invalid_parameter` naming `to` otherwise).",
+            ),
+        )
+
     csv_columns = (
         "pool_id,kind,region,date,slot_id,starts_at,ends_at,capacity,total_capacity "
         "(one row per slot; empty total_capacity: no pool-wide cap)"
@@ -581,7 +663,9 @@ def _planner_operations() -> dict[str, Schema]:
     )
     apply["requestBody"] = {
         "required": True,
-        "content": {"text/csv": {"schema": _string(description=csv_columns)}},
+        "content": {
+            "text/csv": {"schema": _string(minLength=1, description=csv_columns)}
+        },
     }
     return {
         "admin_get_pool": _op(
@@ -589,7 +673,9 @@ def _planner_operations() -> dict[str, Schema]:
             {"200": _json(_ref("PoolAsOf"), "The pool (with `as_of` when asked)")},
             ("invalid_parameter", "unauthorized", rj.POOL_NOT_FOUND),
             parameters=(
-                _query("as_of", _TIMESTAMP, "The moment; 404 if the pool did not exist yet."),
+                _query(
+                    "as_of", _QUERY_TIMESTAMP, "The moment; 404 if the pool did not exist yet."
+                ),
             ),
         ),
         "pool_timeline": _op(
@@ -597,8 +683,14 @@ def _planner_operations() -> dict[str, Schema]:
             {"200": _json(_ref("Timeline"), "One window of the history")},
             ("invalid_parameter", "unauthorized", rj.POOL_NOT_FOUND),
             parameters=(
-                _query("before", _int(0, default=0), "Only events below this version."),
-                _query("limit", _int(1, 20_000, default=2000), "Events read for the window."),
+                _query(
+                    "before", _int(0, q.VERSION_MAX, default=0), "Only events below this version."
+                ),
+                _query(
+                    "limit",
+                    _int(1, q.TIMELINE_SCAN_MAX, default=q.TIMELINE_SCAN_DEFAULT),
+                    "Events read for the window.",
+                ),
             ),
         ),
         "board": _op(
@@ -608,7 +700,7 @@ def _planner_operations() -> dict[str, Schema]:
                 "304": {"description": "Nothing changed since the ETag in If-None-Match"},
             },
             ("invalid_parameter", "unauthorized", "shard_unavailable"),
-            parameters=(_REGION, *range_params, _KIND),
+            parameters=(_REGION, *range_params(q.BOARD_DAYS_MAX), _KIND),
         ),
         "apply_plan": apply,
         "export_plan": _op(
@@ -620,7 +712,7 @@ def _planner_operations() -> dict[str, Schema]:
                 }
             },
             ("invalid_parameter", "unauthorized", *_UNAVAILABLE, "timeout"),
-            parameters=(_REGION | {"required": True}, *range_params, _KIND),
+            parameters=(_REGION | {"required": True}, *range_params(q.EXPORT_DAYS_MAX), _KIND),
         ),
     }
 

@@ -24,7 +24,7 @@ from capsvc.http.json_body import decode_json
 from capsvc.http.routes import INTERNAL_FEED
 from capsvc.router.rawclient import NotSent
 from capsvc.router.read_model import ReadModel
-from capsvc.router.upstream import WorkerClient
+from capsvc.router.upstream import WorkerClient, request_bytes
 
 log = logging.getLogger(__name__)
 # Small pages keep each answer's transient objects small: with 100k pools, pages of 200 left
@@ -74,11 +74,11 @@ async def follow_worker(
 
 
 async def _poll(worker: WorkerClient, path: str, timeout_s: float) -> dict[str, Any]:
-    """One feed request on the worker's raw keep-alive pool: under write load there is one
-    per commit, and aiohttp's client costs about four times as much CPU per round trip."""
-    if worker.raw is None:  # not started yet
-        return await worker.get_json(path, timeout_s=timeout_s)
-    data = f"GET {path} HTTP/1.1\r\nHost: capsvc\r\n".encode() + worker.header_lines + b"\r\n"
+    """One feed request, on the worker's pool for proxied requests (under write load there is
+    one per commit); a worker not started yet is waited for like an unreachable one."""
+    if worker.raw is None:
+        raise UpstreamUnavailable(f"worker {worker.name} is not connected yet")
+    data = request_bytes("GET", path, worker.header_lines)
     response = await worker.raw.request(data, timeout_s, idempotent=True)
     if response.status != 200:
         raise UpstreamUnavailable(f"worker {worker.name} answered {response.status}")

@@ -34,6 +34,13 @@ from capsvc.http import parsing
 from capsvc.http.headers import ACTOR, REQUEST_ID
 from capsvc.http.json_body import json_text
 from capsvc.http.problems import PROBLEMS, problem
+from capsvc.http.query_limits import (  # the limits /openapi.json states too
+    BOARD_DAYS_MAX,
+    EXPORT_DAYS_MAX,
+    TIMELINE_SCAN_DEFAULT,
+    TIMELINE_SCAN_MAX,
+    VERSION_MAX,
+)
 from capsvc.http.routes import INTERNAL_POOLS
 from capsvc.planning.diff import PlanDiff, PoolDiff, Step, diff_plan
 from capsvc.planning.history import timeline
@@ -44,19 +51,16 @@ from capsvc.planning.plan import (
     export_csv,
     read_plan,
 )
+from capsvc.router.upstream import passed_on
 
 if TYPE_CHECKING:
+    from capsvc.http.answer_reader import Answer
     from capsvc.router.app import RouterState
-    from capsvc.router.upstream import UpstreamResponse
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Forward = Callable[..., Awaitable["UpstreamResponse"]]
+Forward = Callable[..., Awaitable["Answer"]]
 
-BOARD_DAYS_MAX = 14
-EXPORT_DAYS_MAX = 62
 BOARD_DAYS_LISTED_MAX = 2000  # days with pools, listed so a planner can find one
-TIMELINE_SCAN_DEFAULT = 2000
-TIMELINE_SCAN_MAX = 20_000
 PLAN_FETCH_CONCURRENCY = 16  # owners asked at once for the current pools of a plan
 PLAN_APPLY_CONCURRENCY = 8  # pools changed at once (steps of one pool stay in order)
 
@@ -81,8 +85,8 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
-def _passthrough(upstream: UpstreamResponse) -> web.Response:
-    return web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
+def _passthrough(upstream: Answer) -> web.Response:
+    return web.Response(status=upstream.status, body=upstream.body, headers=passed_on(upstream))
 
 
 def _limits(state: RouterState) -> parsing.InputLimits:
@@ -152,7 +156,7 @@ class _PlannerApi:
         actor = self.actor_of(request)
         assert actor is not None  # an admin route: `authorise` let it through
         pool_id = parsing.path_id(request.match_info, "pool_id")
-        before = parsing.query_int(request.query, "before", 0, 0, 2**53)
+        before = parsing.query_int(request.query, "before", 0, 0, VERSION_MAX)
         limit = parsing.query_int(request.query, "limit", TIMELINE_SCAN_DEFAULT, 1, TIMELINE_SCAN_MAX)
         page_max = state.config.limits.events_page_max
         upstream, head = await self._events(request, actor, pool_id, 0, 1)
@@ -188,7 +192,7 @@ class _PlannerApi:
 
     async def _events(
         self, request: web.Request, actor: str, pool_id: str, after: int, limit: int
-    ) -> tuple[UpstreamResponse, dict[str, Any] | None]:
+    ) -> tuple[Answer, dict[str, Any] | None]:
         state = self.state_of(request)
         path = f"/v1/admin/pools/{pool_id}/events?after={after}&limit={limit}"
         upstream = await self.forward(
@@ -283,7 +287,7 @@ class _PlannerApi:
         state = self.state_of(request)
         gate = asyncio.Semaphore(PLAN_FETCH_CONCURRENCY)
 
-        async def one(pool_id: str) -> UpstreamResponse | None:
+        async def one(pool_id: str) -> Answer | None:
             async with gate:
                 upstream = await self.forward(
                     state,
@@ -362,7 +366,7 @@ class _PlannerApi:
             payload = json.loads(upstream.body)
         except ValueError:
             payload = {}
-        retry = upstream.headers.get("Retry-After", "")
+        retry = (upstream.header(b"retry-after") or b"").decode("latin-1")
         return _failure(
             step,
             payload.get("code", "internal_error"),

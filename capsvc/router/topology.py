@@ -1,8 +1,9 @@
 """Where the router sends a shard's requests: the embedded table, or the cluster directory.
 
 Both answer the same questions: which worker client serves this shard (waiting, boundedly, for
-a ready owner in a cluster), which workers exist (for fan-out and the read-model feeds), and
-how to describe the layout for `/v1/admin/cluster`.
+a ready owner in a cluster), which workers exist (for fan-out and the read-model feeds), which
+of them run on this host, whether the owner view is confirmed, and how to describe the layout
+for `/v1/admin/cluster`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from typing import Any
 
 from capsvc.cluster.directory import Directory, Owner
+from capsvc.cluster.zk import worker_id as worker_id_of
 from capsvc.config import Config
 from capsvc.errors import ShardUnavailable
 from capsvc.http import headers
@@ -26,6 +28,8 @@ class LocalTopology:
 
     mode = "embedded"
     buffer_s = 0.0  # a shard not ready here will not become ready elsewhere
+    owners_confirmed = True  # the owners are fixed by the configuration
+    zookeeper_state = None
 
     def __init__(self, config: Config) -> None:
         self.shard_count = config.service.shard_count
@@ -59,6 +63,9 @@ class LocalTopology:
     def clients(self) -> list[WorkerClient]:
         return list(self._clients)
 
+    def local_clients(self) -> list[WorkerClient]:
+        return list(self._clients)
+
     async def wait_change(self, timeout_s: float) -> None:
         await asyncio.sleep(timeout_s)
 
@@ -67,6 +74,10 @@ class LocalTopology:
 
     def owner_of(self, shard_id: int) -> dict[str, Any]:
         return {"host": "local", "worker": embedded_owner(shard_id, len(self._clients))}
+
+    def owner_name(self, shard_id: int) -> str:
+        """The name of the owner's client."""
+        return self._clients[embedded_owner(shard_id, len(self._clients))].name
 
     def describe(self) -> dict[str, Any]:
         return {"mode": self.mode}
@@ -149,6 +160,22 @@ class ClusterTopology:
             for w, d in sorted(self.directory.workers.items())
         ]
 
+    def local_clients(self) -> list[WorkerClient]:
+        """This host's workers, from the configuration: known even while ZooKeeper is away or
+        a worker is out of the membership (restarting)."""
+        return [
+            self._client(worker_id_of(self.host_id, i), self.host_id, i, self.config.worker_url(i))
+            for i in range(self.config.worker_count)
+        ]
+
+    @property
+    def owners_confirmed(self) -> bool:
+        return self.directory.confirmed
+
+    @property
+    def zookeeper_state(self) -> str:
+        return self.directory.connection_state
+
     async def wait_change(self, timeout_s: float) -> None:
         await self.directory.wait_change(timeout_s)
 
@@ -174,10 +201,16 @@ class ClusterTopology:
             "ready": owner.ready,
         }
 
+    def owner_name(self, shard_id: int) -> str | None:
+        """The name of the owner's client (its worker id), None while unowned."""
+        owner = self.directory.owners.get(shard_id)
+        return None if owner is None else owner.worker_id
+
     def describe(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "host_id": self.host_id,
             "hosts": self.directory.hosts,
             "buffered_requests": self._waiting,
+            "zookeeper": self.zookeeper_state,
         }

@@ -1,44 +1,63 @@
-"""Connections from the router to workers: pooled keep-alive HTTP, over a Unix socket for
-workers on this host and over TCP for workers on other hosts.
+"""Connections from the router to workers: pooled keep-alive HTTP over our raw client
+(`rawclient`), over a Unix socket for workers on this host and over TCP for workers on other
+hosts. Every request the router sends a worker goes this way, and every answer is an
+`Answer` (`capsvc.http.answer_reader`).
+
+Each worker has two pools: `raw` for what is proxied to a shard's owner (customers' and
+planners' pool routes, through `forward.py`) and the read-model feed, and a small `ops` pool
+for status, probes and metrics, so that a worker saturated by customers still answers them.
 
 A request that could not even be sent (the worker is restarting and refuses connections) never
 reached a worker, so it may be retried: here until the deadline when `retry_unsent`, else by
 raising `NotSent` so that the caller can look for the shard's new owner. A request that was
-sent and then lost its connection has an unknown outcome: reads are retried, writes answer 503
-and the client retries with its Idempotency-Key.
+sent and then lost its connection has an unknown outcome: reads are retried once, writes
+answer 503 and the client retries with its Idempotency-Key.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import time
+from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import yarl
 
 from capsvc.errors import UpstreamTimeout, UpstreamUnavailable
 from capsvc.http import headers
+from capsvc.http.answer_reader import Answer
+from capsvc.http.json_body import decode_json
 from capsvc.router.rawclient import NotSent, RawPool
 
 log = logging.getLogger(__name__)
+# What the router passes on, each way, between a client and a shard's owner.
 FORWARD_REQUEST_HEADERS = ("Content-Type", "Idempotency-Key", "X-Request-Id", "X-Capsvc-Actor")
-FORWARD_RESPONSE_HEADERS = ("Content-Type", "Idempotent-Replayed", "Retry-After", "X-Request-Id",
-                            "X-Capsvc-Epoch", "X-Capsvc-Version")
-NOT_APPLIED_HEADER = headers.NOT_APPLIED
-_CONNECT_ERRORS = (aiohttp.ClientConnectorError, FileNotFoundError, ConnectionRefusedError)
-_SAFE_METHODS = ("GET", "HEAD")
+FORWARD_RESPONSE_HEADERS = frozenset(
+    (b"content-type", b"idempotent-replayed", b"retry-after", b"x-capsvc-epoch",
+     b"x-capsvc-version")
+)
+NOT_APPLIED = headers.wire(headers.NOT_APPLIED)
+OPS_CONNECTIONS = 4  # status, probes and metrics: a few at a time
 
 
-class UpstreamResponse:
-    __slots__ = ("status", "headers", "body", "not_applied")
+def request_bytes(method: str, path_qs: str, header_lines: bytes, body: bytes | None = None,
+                  extra: Mapping[str, str] | None = None) -> bytes:
+    """One whole HTTP/1.1 request for a worker (always with a Content-Length)."""
+    payload = body or b""
+    head = [f"{method} {path_qs} HTTP/1.1\r\nHost: capsvc\r\n"
+            f"Content-Length: {len(payload)}\r\n".encode(), header_lines]
+    for name, value in (extra or {}).items():
+        head.append(f"{name}: {value}\r\n".encode())
+    head.append(b"\r\n")
+    return b"".join(head) + payload
 
-    def __init__(self, status: int, headers: dict[str, str], body: bytes, not_applied: bool):
-        self.status, self.headers, self.body = status, headers, body
-        self.not_applied = not_applied
+
+def passed_on(answer: Answer) -> dict[str, str]:
+    """The headers of a worker's answer that reach the client."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers
+            if k.lower() in FORWARD_RESPONSE_HEADERS}
 
 
 class WorkerClient:
@@ -64,8 +83,9 @@ class WorkerClient:
         self.timeout_s = timeout_s
         self._headers = headers or {}
         self._connections_max = connections_max
-        self._session: aiohttp.ClientSession | None = None
-        self.raw: RawPool | None = None  # the lean client the public fast path uses
+        self.raw: RawPool | None = None  # proxied requests and the feed
+        self.ops: RawPool | None = None  # status, probes, metrics
+        self.closed = False
 
     @property
     def address(self) -> str:
@@ -73,90 +93,61 @@ class WorkerClient:
 
     @property
     def header_lines(self) -> bytes:
-        """The headers every request to this worker carries, for requests sent on `raw`."""
+        """The headers every request to this worker carries (the cluster secret, remotely)."""
         return b"".join(f"{k}: {v}\r\n".encode() for k, v in self._headers.items())
 
+    def _pool(self, connections_max: int) -> RawPool:
+        if self.socket_path is not None:
+            return RawPool(self.name, socket_path=self.socket_path,
+                           connections_max=connections_max,
+                           waiting_max=self._waiting_max, wait_max_s=self._wait_max_s)
+        url = yarl.URL(self.base_url)
+        return RawPool(self.name, host=url.host, port=url.port, connections_max=connections_max,
+                       ssl_context=self._ssl, waiting_max=self._waiting_max,
+                       wait_max_s=self._wait_max_s)
+
     def start_nowait(self) -> None:
-        if self.socket_path is not None:
-            connector: aiohttp.BaseConnector = aiohttp.UnixConnector(
-                path=self.socket_path, limit=self._connections_max
-            )
-        else:
-            connector = aiohttp.TCPConnector(limit=self._connections_max,
-                                             ssl=self._ssl if self._ssl is not None else True)
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-        )
-        if self.socket_path is not None:
-            self.raw = RawPool(self.name, socket_path=self.socket_path,
-                               connections_max=self._connections_max,
-                               waiting_max=self._waiting_max, wait_max_s=self._wait_max_s)
-        else:
-            url = yarl.URL(self.base_url)
-            self.raw = RawPool(self.name, host=url.host, port=url.port,
-                               connections_max=self._connections_max, ssl_context=self._ssl,
-                               waiting_max=self._waiting_max, wait_max_s=self._wait_max_s)
+        self.raw = self._pool(self._connections_max)
+        self.ops = self._pool(OPS_CONNECTIONS)
 
     async def start(self) -> None:
         self.start_nowait()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self.raw is not None:
-            await self.raw.close()
+        self.closed = True
+        for pool in (self.raw, self.ops):
+            if pool is not None:
+                await pool.close()
 
     async def request(
         self,
         method: str,
         path_qs: str,
         body: bytes | None = None,
-        headers: dict[str, str] | None = None,
+        extra: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         retry_unsent: bool = True,
-    ) -> UpstreamResponse:
-        assert self._session is not None
+    ) -> Answer:
+        """An operational request (status, probe, metrics, pool listings) on the `ops` pool;
+        one that could not be sent is tried again until the deadline when `retry_unsent`."""
+        assert self.ops is not None, "start() first"
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
+        data = request_bytes(method, path_qs, self.header_lines, body, extra)
         delay = 0.02
-        headers = {**self._headers, **(headers or {})}
         while True:
+            if self.closed:
+                # closed by the topology (the worker left the cluster) while this request was
+                # on its way: nothing was sent, so the caller may look for the shard's owner
+                raise NotSent(f"worker {self.name} is no longer connected")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise UpstreamTimeout(f"worker {self.name} did not answer in {timeout_s:g}s")
             try:
-                async with self._session.request(
-                    method,
-                    f"{self.base_url}{path_qs}",
-                    data=body,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=remaining),
-                ) as response:
-                    payload = await response.read()
-                    kept = {
-                        h: response.headers[h]
-                        for h in FORWARD_RESPONSE_HEADERS
-                        if h in response.headers
-                    }
-                    return UpstreamResponse(
-                        response.status, kept, payload, NOT_APPLIED_HEADER in response.headers
-                    )
-            except _CONNECT_ERRORS:
+                return await self.ops.request(data, remaining, method in ("GET", "HEAD"))
+            except NotSent:
                 if not retry_unsent:
-                    raise NotSent(f"worker {self.name} is unreachable") from None
-            except aiohttp.ServerDisconnectedError:
-                if method not in _SAFE_METHODS:
-                    raise UpstreamUnavailable(
-                        f"worker {self.name} went away mid-request; the outcome is unknown: "
-                        "retry with the same Idempotency-Key"
-                    ) from None
-            except TimeoutError:
-                raise UpstreamTimeout(
-                    f"worker {self.name} did not answer in {timeout_s:g}s; the outcome is "
-                    "unknown: retry with the same Idempotency-Key"
-                ) from None
-            except aiohttp.ClientError as e:
-                raise UpstreamUnavailable(f"worker {self.name}: {e}") from None
+                    raise
             await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
             delay = min(delay * 2, 0.25)
 
@@ -164,4 +155,4 @@ class WorkerClient:
         response = await self.request("GET", path_qs, timeout_s=timeout_s)
         if response.status != 200:
             raise UpstreamUnavailable(f"worker {self.name} answered {response.status}")
-        return json.loads(response.body)
+        return decode_json(response.body)

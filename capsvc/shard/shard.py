@@ -36,7 +36,14 @@ from capsvc.domain.invariants import check_pool
 from capsvc.domain.pool import DeferredStateDamaged, KeyRetention, Pool, Reservation
 from capsvc.domain.rejections import Rejection
 from capsvc.domain.views import pool_view, reservation_view
-from capsvc.errors import CapsvcError, Fenced, Overloaded, ShardCorrupt, ShardUnavailable
+from capsvc.errors import (
+    CapsvcError,
+    DeadlinePassed,
+    Fenced,
+    Overloaded,
+    ShardCorrupt,
+    ShardUnavailable,
+)
 from capsvc.shard.observer import ShardObserver
 from capsvc.shard.recovery import rebuild_pool, recover_shard, reload_pool
 from capsvc.storage.codec import SNAPSHOT_SCHEMA, encode_snapshot
@@ -85,15 +92,20 @@ class CommandResult:
 
 
 class _Pending:
-    __slots__ = ("command", "actor", "future", "queued_at")
+    __slots__ = ("command", "actor", "future", "queued_at", "deadline")
 
     def __init__(
-        self, command: cmd.Command | None, actor: str | None, future: asyncio.Future
+        self,
+        command: cmd.Command | None,
+        actor: str | None,
+        future: asyncio.Future,
+        deadline: float | None = None,
     ) -> None:
         self.command = command
         self.actor = actor
         self.future = future
         self.queued_at = time.monotonic()
+        self.deadline = deadline  # wall-clock seconds: undecided then, never decided
 
 
 class _Rebuild(_Pending):
@@ -240,12 +252,16 @@ class Shard:
         self.on_commit()
 
     # -- commands --------------------------------------------------------------------------
-    def submit(self, command: cmd.Command, actor: str | None = None) -> asyncio.Future:
-        """Queue a command; the future resolves to a CommandResult after the commit."""
+    def submit(
+        self, command: cmd.Command, actor: str | None = None, deadline: float | None = None
+    ) -> asyncio.Future:
+        """Queue a command; the future resolves to a CommandResult after the commit. A command
+        the writer reaches after `deadline` (wall-clock seconds: the caller has stopped
+        waiting) is dropped undecided, with `DeadlinePassed`."""
         self.check_ready()
         future = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Pending(command, actor, future))
+            self._queue.put_nowait(_Pending(command, actor, future, deadline))
         except asyncio.QueueFull:
             raise Overloaded(
                 f"shard {self.shard_id} has {self._queue.qsize()} commands queued"
@@ -316,6 +332,7 @@ class Shard:
         committed: dict[str, Pool | None] = {}
         committed_reservations: dict[str, Reservation | None] = {}
         stale_before = time.monotonic() - self.settings.queue_wait_max_s
+        wall_now = time.time()
         damaged: dict[str, DeferredStateDamaged] = {}
         later: list[_Pending] = []  # commands and rebuild requests for after the commit
         for item in batch:
@@ -323,6 +340,11 @@ class Shard:
                 later.append(item)
                 continue
             if item.future.done():  # the caller gave up before we started: do not apply
+                continue
+            if item.deadline is not None and item.deadline < wall_now:
+                _fail(item.future, DeadlinePassed(
+                    f"shard {self.shard_id} reached the command after its deadline; it was "
+                    "not applied"))
                 continue
             if item.queued_at < stale_before:  # shed: deciding it late helps nobody
                 _fail(

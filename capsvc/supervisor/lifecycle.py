@@ -1,7 +1,8 @@
 """What the supervisor tells the outside world about the service, and how it reloads.
 
-- **Readiness** (`Type=notify`): `READY=1` is sent once the router's `/readyz` answers 200
-  (embedded: every shard recovered; cluster: every shard has a ready owner) *and* every local
+- **Readiness** (`Type=notify`): `READY=1` is sent once the router's `/readyz` (per host)
+  answers 200 (embedded: every shard recovered; cluster: the router's owner view is current,
+  its workers answer, its read model loaded) *and* every local
   worker's `/internal/probe` shows that each shard it owns answers a real read of its file.
   Meanwhile `STATUS=` says what start-up is waiting for. If that has not happened within
   `supervisor.start_timeout_ms` (a damaged shard file fails closed and stays unready), the

@@ -1,5 +1,6 @@
-"""The worker's HTTP app: answers pool and reservation routes for the shards it owns, and the
-internal routes the router uses (read-model feed, status, pool listing).
+"""The worker's HTTP app: answers the planners' pool routes for the shards it owns, and the
+internal routes the router uses (status, pool listing); the customers' routes and the
+read-model feed are the lean front's (`fastpath.py`).
 
 It listens only on a Unix socket that the router reaches; authentication of admin routes is
 the router's job. Every command goes through its shard's single writer.
@@ -19,8 +20,8 @@ from aiohttp import web
 from capsvc.config import Config
 from capsvc.domain import commands as cmd
 from capsvc.domain import rejections as rj
-from capsvc.domain.views import pool_view, reservation_view
-from capsvc.errors import ShardUnavailable, UpstreamTimeout
+from capsvc.domain.views import pool_view
+from capsvc.errors import DeadlinePassed, ShardUnavailable, UpstreamTimeout
 from capsvc.http import headers, parsing
 from capsvc.http.json_body import json_text
 from capsvc.http.problems import error_problem, problem, problem_middleware, rejection_problem
@@ -69,8 +70,14 @@ def _shard(request: web.Request, pool_id: str) -> Shard:
 
 async def _execute(request: web.Request, command: cmd.Command) -> CommandResult:
     shard = _shard(request, command.pool_id)
-    future = shard.submit(command, request.headers.get(headers.ACTOR))
     timeout_s = request.app[CONFIG].limits.request_timeout_ms / 1000
+    deadline = headers.deadline_of(request.headers.get(headers.DEADLINE))  # see front.py
+    if deadline is not None:
+        timeout_s = min(timeout_s, deadline - time.time())
+        if timeout_s <= 0:
+            raise DeadlinePassed(f"the request reached shard {shard.shard_id} after its "
+                                 "deadline; it was not applied")
+    future = shard.submit(command, request.headers.get(headers.ACTOR), deadline)
     try:
         # On timeout the future is cancelled: if the writer has not reached it, it never applies.
         async with asyncio.timeout(timeout_s):
@@ -139,38 +146,6 @@ async def update_slot(request: web.Request) -> web.Response:
     body = await parsing.read_json_object(request)
     command = parsing.parse_update_slot(pool_id, slot_id, body, input_limits(request.app[CONFIG]))
     return _render(await _execute(request, command))
-
-
-async def reserve(request: web.Request) -> web.Response:
-    pool_id = parsing.path_id(request.match_info, "pool_id")
-    key = parsing.checked_idempotency_key(", ".join(request.headers.getall("Idempotency-Key", [])) or None)
-    body = await parsing.read_json_object(request)
-    command = parsing.parse_reserve(
-        pool_id, body, key, input_limits(request.app[CONFIG]), new_nonce(), now_ms()
-    )
-    return _render(await _execute(request, command))
-
-
-async def release(request: web.Request) -> web.Response:
-    pool_id, reservation_id = parsing.path_reservation(request.match_info)
-    result = await _execute(request, cmd.ReleaseReservation(pool_id, reservation_id, now_ms()))
-    return _render(result)
-
-
-async def get_pool(request: web.Request) -> web.Response:
-    pool_id = parsing.path_id(request.match_info, "pool_id")
-    pool = _shard(request, pool_id).read_pool(pool_id)
-    if pool is None:
-        return problem(rj.POOL_NOT_FOUND, f"no pool {pool_id}")
-    return _json(pool_view(pool))
-
-
-async def get_reservation(request: web.Request) -> web.Response:
-    pool_id, reservation_id = parsing.path_reservation(request.match_info)
-    pool, reservation = await _shard(request, pool_id).read_reservation(pool_id, reservation_id)
-    if reservation is None:
-        return problem(rj.RESERVATION_NOT_FOUND, f"no reservation {reservation_id}")
-    return _json(reservation_view(pool, reservation))
 
 
 async def pool_events(request: web.Request) -> web.Response:
@@ -304,7 +279,7 @@ def make_worker_app(
         shard.on_commit = changed.set
     handlers = globals()
     for route in ROUTES:
-        if route.target in ("pool", "reservation"):
+        if route.target in ("pool", "reservation") and not route.front:  # the front: front.py
             add_route(app, route, handlers[route.name])
     app.router.add_get(INTERNAL_STATUS, status)
     app.router.add_get(INTERNAL_POOLS, list_pools)

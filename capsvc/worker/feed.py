@@ -1,7 +1,7 @@
 """The worker's side of the read-model feed (`GET /internal/feed`, the router's long-poll):
 the pools changed since the router's per-shard positions, waiting a little if none did.
 
-Answered by the worker's lean front (`fastpath.py`), not aiohttp: under write load it is asked
+Answered by the worker's lean front (`front.py`), not aiohttp: under write load it is asked
 every `read_model.feed_interval_ms`, and aiohttp's request machinery cost more than the
 answer. With `rows=1` (routers that read compact rows) each pool is a `feed_row`, not a whole
 view, and a ready shard with nothing new is only listed in `unchanged`.

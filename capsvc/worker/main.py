@@ -32,7 +32,7 @@ from capsvc.testing import faults
 from capsvc.tls import worker_server_context
 from capsvc.worker.app import CHANGED, make_worker_app
 from capsvc.worker.cluster_host import ClusterShardHost
-from capsvc.worker.fastpath import WorkerFront
+from capsvc.worker.front import WorkerFront
 from capsvc.worker.listen import bind_worker_port
 from capsvc.worker.ops_routes import METRICS
 

@@ -7,7 +7,7 @@ of the host. Names never clash with the router's own (`capsvc_http_*`, `capsvc_s
 What is counted where:
 - requests and latency per route and outcome status, and problem answers per route and code
   (`overloaded`: commands shed): the `observe` middleware (ops_routes.py), and for the hot
-  routes the lean front (`WorkerFront._observe`, fastpath.py), alike;
+  routes the lean front (`WorkerFront._observe`, front.py), alike;
 - group commits, recoveries, handoffs, failovers, shard failures, pools rebuilt from damaged
   snapshots: `Shard.observer` (this class);
 - idempotent replays and `capacity_exhausted` per pool kind: the same two, from the reserve

@@ -56,9 +56,9 @@ def _frames(raw: Path) -> dict[str, collections.Counter]:
 
 
 _CATEGORIES = (  # (label, substrings of a frame's file), first match wins
-    ("HTTP: aiohttp, yarl, multidict, httptools, capsvc/http, the router's fast path",
-     ("aiohttp/", "yarl/", "multidict/", "httptools", "capsvc/router/fastpath",
-      "capsvc/router/rawclient", "capsvc/http/")),
+    ("HTTP: aiohttp, yarl, multidict, httptools, capsvc/http, the lean fronts",
+     ("aiohttp/", "yarl/", "multidict/", "httptools", "capsvc/router/front",
+      "capsvc/worker/front", "capsvc/router/rawclient", "capsvc/http/")),
     ("JSON", ("json/",)),
     ("SQLite calls (aiosqlite, sqlite3, capsvc/storage)", ("aiosqlite/", "sqlite3/",
                                                            "capsvc/storage/")),

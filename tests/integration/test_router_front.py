@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import socket
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
+from capsvc.config import load_config
+from capsvc.paths import worker_socket
 from capsvc.testing.harness import Service
 from tests.integration.test_worker_front import Reader, http
 
@@ -17,13 +22,10 @@ pytestmark = pytest.mark.integration
 POOL = "front-1"
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("router-front") / "data", workers=2).start()
+@pytest.fixture(scope="module", autouse=True)
+def front_pool(service):
     day = (dt.date.today() + dt.timedelta(days=1)).isoformat()
-    assert svc.define_pool(POOL, [("a", 1000)], date=day)[0] == 201
-    yield svc
-    svc.stop()
+    assert service.define_pool(POOL, [("a", 1000)], date=day)[0] == 201
 
 
 def _connect(service: Service) -> socket.socket:
@@ -126,3 +128,91 @@ def test_sigterm_closes_idle_keep_alive_connections_cleanly(tmp_path):
             sock.close()
         if svc.process is not None and svc.process.poll() is None:
             svc.kill_all()
+
+
+# -- the router's front answers as the worker's, for every shape ------------------------------
+_NONCE = re.compile(r"~([0-9a-f]+)\.[0-9a-f]{12}")
+_PER_PROCESS = {"date", "server", "connection", "content-length"}
+_ODD_BODY = st.fixed_dictionaries(
+    {"slot_id": st.sampled_from(["a", "b", "zz", 7])},
+    optional={"units": st.integers(-1, 4), "order_ref": st.sampled_from(["o-1", "", 3]),
+              "extra": st.just(1)},
+).map(json.dumps)
+# A few bodies and keys, so that replays and reused keys happen often.
+_COMMON_BODY = st.sampled_from(['{"slot_id": "a"}', '{"slot_id": "b", "units": 2}'])
+_MALFORMED_BODY = st.sampled_from(["", "[]", "{", "null", '{"slot_id": "a"'])
+_POOLS = st.sampled_from([TWIN_POOL := "twin-1", TWIN_POOL, "other-pool", "b@d", "x" * 129,
+                          "tw%69n-1", "b%20ad"])
+steps = st.one_of(
+    st.tuples(st.just("POST"), st.just("reserve"), _POOLS,
+              st.one_of(_COMMON_BODY, _COMMON_BODY, _ODD_BODY, _MALFORMED_BODY),
+              st.one_of(st.none(), st.sampled_from(["k1", "k2", "k1", "k 3", "k" * 256, "a,b"]))),
+    st.tuples(st.sampled_from(["GET", "GET", "PUT", "OPTIONS"]), st.just("pool"), _POOLS),
+    st.tuples(st.sampled_from(["GET", "DELETE", "POST"]), st.just("reservation"),
+              st.one_of(st.integers(0, 5), st.sampled_from(["nope", "twin-1~99.0123456789ab"]))),
+)
+
+
+def _request(step, issued: list[str]) -> bytes:
+    method, shape, target = step[:3]
+    headers = {"X-Request-Id": "rid-1"}
+    if shape == "reserve":
+        body, key = step[3:]
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return http(method, f"/v1/pools/{target}/reservations", body.encode(), headers, True)
+    if shape == "pool":
+        return http(method, f"/v1/pools/{target}", None, headers, True)
+    if isinstance(target, int):
+        target = issued[target] if target < len(issued) else f"twin-1~{target}.0123456789ab"
+    return http(method, f"/v1/reservations/{target}", None, headers, True)
+
+
+def _seen(sock: socket.socket, request: bytes, issued: list[str]) -> tuple:
+    """(status, headers but the per-process ones, body) with reservation ids' random parts
+    masked; new reservation ids join `issued`, so later steps can name them."""
+    with sock:
+        sock.sendall(request)
+        (answer,) = Reader(sock).read(1)
+    body = answer.body.decode()
+    for rid in re.findall(r"[A-Za-z0-9._:-]+~[0-9a-f]+\.[0-9a-f]{12}", body):
+        if rid not in issued:
+            issued.append(rid)
+    kept = sorted((k.lower(), v) for k, v in answer.headers if k.lower() not in _PER_PROCESS)
+    return answer.status, kept, _NONCE.sub(r"~\1.NONCE", body)
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    """Two fresh services fed the same requests: one through its router's front, the other
+    straight at its worker's front (one worker owns every shard)."""
+    base = tmp_path_factory.mktemp("twins")
+    pair = [Service(base / name, workers=1, shard_count=4).start()
+            for name in ("via-router", "at-worker")]
+    day = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    for svc in pair:
+        assert svc.define_pool(TWIN_POOL, [("a", 1000), ("b", 1000)], date=day)[0] == 201
+    worker = str(worker_socket(load_config(pair[1].config_path), 0))
+    yield pair[0], worker, ([], [])
+    for svc in pair:
+        svc.stop()
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequence=st.lists(steps, min_size=1, max_size=6))
+@example(sequence=[("POST", "reserve", "twin-1", '{"slot_id": "a"}', "k-once")] * 2
+         + [("DELETE", "reservation", 0)] * 2)
+def test_the_routers_front_answers_every_shape_as_the_workers_front(twins, sequence):
+    """Property: for any sequence of requests to the customers' routes (valid or not: bad ids,
+    escapes, wrong methods, OPTIONS, bad bodies and keys, replays), the router's answers equal
+    the worker's: status, headers (but Date, Server and framing), body. The router checks ids
+    itself before it forwards; this holds its checks to the worker's."""
+    router, worker_path, (issued_router, issued_worker) = twins
+    for step in sequence:
+        via_router = _seen(_connect(router), _request(step, issued_router), issued_router)
+        worker = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        worker.settimeout(10)
+        worker.connect(worker_path)
+        at_worker = _seen(worker, _request(step, issued_worker), issued_worker)
+        assert via_router == at_worker, step

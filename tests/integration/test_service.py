@@ -20,13 +20,6 @@ pytestmark = pytest.mark.integration
 POOL = "sg-north:2026-12-01:logistics"
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("svc") / "data").start()
-    yield svc
-    assert svc.stop() == 0, svc.log_text()[-3000:]
-
-
 def test_define_pool_is_idempotent_and_conflicts_are_refused(service):
     status, pool = service.define_pool("def-1", [("0800-1000", 5), ("1000-1200", 3)])
     assert status == 201

@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from capsvc.config import Config, ServiceConfig
 from capsvc.errors import UpstreamUnavailable
+from capsvc.http.answer_reader import Answer
 from capsvc.router.metrics import host_exposition
-from capsvc.router.upstream import UpstreamResponse
 
 WORKER = """# HELP capsvc_commit_batch_commands Commands answered by one group commit
 # TYPE capsvc_commit_batch_commands histogram
@@ -32,10 +32,10 @@ class FakeWorker:
     def __init__(self, name: str, text: str | None) -> None:
         self.name, self.text, self.socket_path = name, text, f"/nowhere/{name}.sock"
 
-    async def request(self, method: str, path: str, timeout_s: float) -> UpstreamResponse:
+    async def request(self, method: str, path: str, timeout_s: float) -> Answer:
         if self.text is None:
             raise UpstreamUnavailable(f"worker {self.name} is unreachable")
-        return UpstreamResponse(200, {}, self.text.encode(), False)
+        return Answer(200, [], self.text.encode())
 
 
 def test_workers_are_merged_with_a_label_and_absentees_are_reported(tmp_path):

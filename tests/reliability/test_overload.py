@@ -72,9 +72,9 @@ def test_overload_is_shed_quickly_and_the_service_recovers(tmp_path):
 
 def test_a_slow_client_is_cut_off_at_the_request_deadline(tmp_path):
     """Fault: slowloris, a client that trickles its request's headers. Property: the
-    connection is closed at `limits.header_timeout_ms`; other clients are served meanwhile."""
+    connection is closed at `limits.request_read_timeout_ms`; other clients are served meanwhile."""
     svc = Service(tmp_path / "data", workers=1, shard_count=1,
-                  extra_config="[limits]\nheader_timeout_ms = 1000\n").start()
+                  extra_config="[limits]\nrequest_read_timeout_ms = 1000\n").start()
     try:
         sock = socket.create_connection(("127.0.0.1", svc.port))
         sock.settimeout(5)

@@ -92,3 +92,20 @@ def test_command_line_overrides_are_checked_the_same(tmp_path, override, key):
     path.write_text("[service]\nworker_port_base = 9100\nworkers = 1\n")
     with pytest.raises(ConfigError, match=f"^{key}: "):
         load_config(path).with_overrides(**override)
+
+
+def test_a_renamed_key_is_still_read_under_its_old_name(tmp_path):
+    """`limits.header_timeout_ms` bounds the body too, so it is now
+    `limits.request_read_timeout_ms`; a config file with the old name keeps working, and one
+    with both names is refused rather than silently picking one."""
+    old = tmp_path / "old.toml"
+    old.write_text("[limits]\nheader_timeout_ms = 1234\n")
+    assert load_config(old).limits.request_read_timeout_ms == 1234
+    both = tmp_path / "both.toml"
+    both.write_text("[limits]\nheader_timeout_ms = 1234\nrequest_read_timeout_ms = 99\n")
+    with pytest.raises(ConfigError, match="limits.header_timeout_ms: give only"):
+        load_config(both)
+    low = tmp_path / "low.toml"
+    low.write_text("[limits]\nheader_timeout_ms = 5\n")
+    with pytest.raises(ConfigError, match="limits.request_read_timeout_ms"):
+        load_config(low)

@@ -21,7 +21,7 @@ from capsvc.router.read_model import ReadModel
 from capsvc.shard.shard import Shard, ShardSettings
 from capsvc.storage.memory_log import MemoryEventLog
 from capsvc.worker.app import CHANGED, make_worker_app
-from capsvc.worker.fastpath import WorkerFront
+from capsvc.worker.front import WorkerFront
 from capsvc.worker.ops_routes import METRICS
 
 NOW = 1_900_000_000_000

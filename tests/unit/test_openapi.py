@@ -33,7 +33,7 @@ EXPECTED_STATUSES = {
     "cluster": {"200", "401"},
     "availability": {"200", "400", "503"},
     "healthz": {"200"},
-    "readyz": {"200", "503"},
+    "readyz": {"200", "400", "503"},
     "metrics": {"200"},
     "openapi": {"200"},
 }
@@ -155,3 +155,82 @@ def test_as_of_is_in_the_admin_pool_view_only_when_asked_for() -> None:
     part = DOC["components"]["schemas"]["PoolAsOf"]["allOf"][1]
     assert "as_of" in part["properties"]
     assert "as_of" not in part.get("required", [])
+
+
+# -- request bodies come from the Structs the server decodes them with ---------------------
+JSON_BODIES = {"define_pool": "PoolDefinition", "change_total_capacity": "PoolPatch",
+               "add_slot": "SlotDefinition", "update_slot": "SlotPatch",
+               "reserve": "ReserveRequest"}
+
+
+def test_every_json_request_body_is_generated_from_a_struct() -> None:
+    from capsvc.http.openapi import _INPUT_LIMITS
+    from capsvc.http.request_shapes import json_schemas, shapes
+
+    bodies, components = json_schemas(_INPUT_LIMITS)
+    struct_names = {t.__name__ for t in shapes(_INPUT_LIMITS)}
+    assert set(JSON_BODIES.values()) == struct_names
+    seen = {}
+    for route in ROUTES:
+        body = operation(route).get("requestBody")
+        if body is None or "application/json" not in body["content"]:
+            continue
+        seen[route.name] = body["content"]["application/json"]["schema"]
+    assert set(seen) == set(JSON_BODIES)
+    for name, schema in seen.items():
+        assert schema == bodies[JSON_BODIES[name]], name
+    for name, component in components.items():
+        assert DOC["components"]["schemas"][name] == component, name
+        assert component["additionalProperties"] is False, name  # unknown fields: refused
+
+
+def test_integers_written_with_a_zero_fraction_are_said_to_be_accepted() -> None:
+    units = DOC["components"]["schemas"]["ReserveRequest"]["properties"]["units"]
+    assert units["type"] == "integer" and "5.0" in units["description"]
+
+
+def query_parameters(name: str) -> dict[str, dict[str, Any]]:
+    route = next(r for r in ROUTES if r.name == name)
+    return {p["name"]: p for p in operation(route).get("parameters", []) if p.get("in") == "query"}
+
+
+@pytest.mark.parametrize("name", [r.name for r in ROUTES])
+def test_no_query_string_may_be_empty(name: str) -> None:
+    """`?region=` is refused (400 naming it): every string parameter says minLength >= 1 (or
+    lists its values, none empty)."""
+    for parameter in query_parameters(name).values():
+        schema = parameter["schema"]
+        if schema.get("type") == "string":
+            non_empty = schema.get("minLength", 0) >= 1 or "" not in schema.get("enum", [""])
+            assert non_empty, (name, parameter["name"])
+
+
+def test_the_limits_the_server_enforces_are_stated() -> None:
+    from capsvc.http import query_limits as q
+
+    assert query_parameters("pool_events")["after"]["schema"]["maximum"] == q.VERSION_MAX
+    assert query_parameters("pool_timeline")["before"]["schema"]["maximum"] == q.VERSION_MAX
+    for name, days in (("board", q.BOARD_DAYS_MAX), ("export_plan", q.EXPORT_DAYS_MAX)):
+        to = query_parameters(name)["to"]["description"]
+        assert "not before `from`" in to and f"at most {days} days" in to, name
+    plan = next(operation(r) for r in ROUTES if r.name == "apply_plan")["requestBody"]
+    assert plan["content"]["text/csv"]["schema"]["minLength"] == 1
+
+
+def test_links_lead_from_a_new_pool_to_its_reservation_and_its_release() -> None:
+    define = next(operation(r) for r in ROUTES if r.name == "define_pool")
+    reserve = next(operation(r) for r in ROUTES if r.name == "reserve")
+    release = next(operation(r) for r in ROUTES if r.name == "release")
+    assert define["responses"]["201"]["links"]["Reserve"]["operationId"] == "reserve"
+    targets = {link["operationId"] for link in reserve["responses"]["201"]["links"].values()}
+    assert targets == {"get_reservation", "release"}
+    read_after = release["responses"]["200"]["links"]["GetReservation"]
+    assert read_after["operationId"] == "get_reservation"
+    ids = {link["operationId"] for item in DOC["paths"].values() for op in item.values()
+           for response in op["responses"].values() for link in response.get("links", {}).values()}
+    assert ids <= {r.name for r in ROUTES}
+
+
+def test_a_released_reservation_reading_200_is_documented() -> None:
+    read = next(operation(r) for r in ROUTES if r.name == "get_reservation")
+    assert "released" in read["responses"]["200"]["description"]

@@ -1,5 +1,5 @@
-"""The router's front (`capsvc.router.front`): the grid answers the bytes the aiohttp handler
-gives, for the same queries it accepted before, on the worker's connection class."""
+"""The router's front (`capsvc.router.front`): the grid's query check, its answer's bytes, and
+its pipelining, on the worker's connection class."""
 
 from __future__ import annotations
 
@@ -11,58 +11,53 @@ from urllib.parse import parse_qs
 import pytest
 
 from capsvc.config import Config
-from capsvc.domain.ids import is_valid_id
+from capsvc.errors import BadRequest
 from capsvc.http.lean import LeanRequest
-from capsvc.http.parsing import is_date
+from capsvc.http.route_match import RouteMatcher
 from capsvc.router import front as front_module
-from capsvc.router.front import RouterFront, rfc3339, valid_target
+from capsvc.router.front import FRONT_ROUTES, RouterFront, rfc3339
 from capsvc.router.read_model import ReadModel
 from tests.unit.test_read_model import _answer
 
 DAY = "2026-12-01"
 
 
-def _old_valid(url: bytes) -> bool:
-    """The availability check as it was before queries were remembered by their bytes."""
-    query = parse_qs(url.partition(b"?")[2].decode("latin-1"), keep_blank_values=True)
-    if any(len(v) != 1 for v in query.values()) or set(query) - {"region", "date", "kind"}:
-        return False
-    region, date, kind = (query.get(k, [None])[0] for k in ("region", "date", "kind"))
-    return (
-        is_valid_id(region)
-        and date is not None
-        and is_date(date)
-        and (kind is None or kind == "" or is_valid_id(kind))
-    )
-
-
-QUERIES = [
-    b"region=r&date=2026-12-01",
-    b"date=2026-12-01&region=r",
-    b"region=r&date=2026-12-01&kind=",
-    b"region=r&date=2026-12-01&kind=van",
-    b"region=r%31&date=2026-12-01",
-    b"region=r",
-    b"date=2026-12-01",
-    b"region=r&date=2026-13-01",
-    b"region=r&date=2026-12-01&x=1",
-    b"region=r&region=s&date=2026-12-01",
-    b"region=&date=2026-12-01",
-    b"region=r&date=",
-    b"region=r r&date=2026-12-01",
-    b"region=r&date=2026-12-01&kind=%20",
-    b"",
-    b"region",
-    b"region=r&date=2026-12-01&",
-    b"region=r;date=2026-12-01",
+VALID = [
+    (b"region=r&date=2026-12-01", ("r", DAY, None)),
+    (b"date=2026-12-01&region=r", ("r", DAY, None)),
+    (b"region=r&date=2026-12-01&kind=van", ("r", DAY, "van")),
+    (b"region=r%31&date=2026-12-01", ("r1", DAY, None)),
+    (b"region=r&date=2026-12-01&x=1", ("r", DAY, None)),  # others are ignored
+    (b"region=r&region=s&date=2026-12-01", ("r", DAY, None)),  # the first counts
+    (b"region=r&date=2026-12-01&", ("r", DAY, None)),
+]
+INVALID = [
+    (b"region=r", "date"),
+    (b"date=2026-12-01", "region"),
+    (b"region=r&date=2026-13-01", "date"),
+    (b"region=&date=2026-12-01", "region"),
+    (b"region=r&date=", "date"),
+    (b"region=r r&date=2026-12-01", "region"),
+    (b"region=r&date=2026-12-01&kind=%20", "kind"),
+    (b"", "region"),
+    (b"region", "region"),
+    (b"region=r;date=2026-12-01", "region"),
 ]
 
 
-@pytest.mark.parametrize("query", QUERIES)
-def test_the_availability_query_check_is_the_one_it_was(query):
-    url = b"/v1/availability?" + query
+@pytest.mark.parametrize(("query", "parsed"), VALID)
+def test_a_valid_availability_query_is_parsed_and_remembered(query, parsed):
     for _ in range(2):  # the first call parses, the second is remembered
-        assert valid_target("availability", None, url) == _old_valid(url)
+        assert front_module.availability_query(query) == parsed
+
+
+@pytest.mark.parametrize(("query", "field"), INVALID)
+def test_an_invalid_availability_query_is_refused_naming_the_parameter(query, field):
+    for _ in range(2):  # refusals are not remembered: each is refused again
+        with pytest.raises(BadRequest) as refused:
+            front_module.availability_query(query)
+        assert (refused.value.code, refused.value.fields["field"]) == ("invalid_parameter", field)
+    assert query not in front_module._grid_queries
 
 
 def test_remembered_queries_are_bounded(monkeypatch):
@@ -86,6 +81,8 @@ def _front(model: ReadModel) -> RouterFront:
         latency=_Metrics(),
         errors=_Metrics(),
         resends=_Metrics(),
+        upstream_lines=b"",
+        upstream_timeout_s=6.0,
     )
     return RouterFront(state, lambda: None)
 
@@ -116,12 +113,11 @@ def _model() -> ReadModel:
     "query,kind",
     [
         (b"region=r&date=2026-12-01", None),
-        (b"region=r&date=2026-12-01&kind=", None),
         (b"region=r&date=2026-12-01&kind=van", "van"),
         (b"region=zz&date=2026-12-01", None),
     ],
 )
-def test_a_grid_answer_is_byte_for_byte_what_the_aiohttp_handler_gives(query, kind):
+def test_a_grid_answer_is_the_read_models_pools_with_its_as_of(query, kind):
     async def scenario() -> None:
         model = _model()
         front = _front(model)
@@ -137,7 +133,9 @@ def test_a_grid_answer_is_byte_for_byte_what_the_aiohttp_handler_gives(query, ki
                 + b"}"
             )
             assert request.status == 200
-            assert request.head == b"Content-Type: application/json\r\nX-Request-Id: req-1\r\n"
+            assert request.head == (
+                b"Content-Type: application/json; charset=utf-8\r\nX-Request-Id: req-1\r\n"
+            )
             assert request.payload == body
             assert json.loads(body)["as_of"] == "2026-11-18T11:06:40.123Z"
 
@@ -145,9 +143,8 @@ def test_a_grid_answer_is_byte_for_byte_what_the_aiohttp_handler_gives(query, ki
 
 
 def _request(url: bytes, request_id: bytes) -> LeanRequest:
-    return LeanRequest(
-        None, b"GET", url, {b"x-request-id": request_id}, b"", True, "availability", None
-    )
+    match = RouteMatcher(FRONT_ROUTES).match(b"GET", url)
+    return LeanRequest(None, b"GET", url, {b"x-request-id": request_id}, b"", True, match)
 
 
 def test_a_model_still_loading_answers_the_problem_it_did():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -15,7 +16,7 @@ from capsvc.domain import rejections as rj
 from capsvc.domain.ids import pool_of_reservation
 from capsvc.domain.pool import Pool
 from capsvc.domain.views import pool_view
-from capsvc.errors import Fenced, Overloaded, ShardUnavailable, StorageFull
+from capsvc.errors import DeadlinePassed, Fenced, Overloaded, ShardUnavailable, StorageFull
 from capsvc.shard.shard import CommandResult, Shard, ShardSettings, ShardState
 from capsvc.storage.log import StoredEvent
 from capsvc.storage.memory_log import MemoryEventLog
@@ -358,6 +359,34 @@ def test_a_command_whose_caller_gave_up_while_queued_is_never_applied():
         pool = shard.read_pool("p1")
         assert pool.slots["a"].reserved == 5
         assert sorted(r.units for r in pool.reservations.values()) == [1, 4]
+        assert len(await stored_events(log)) == 3
+        await shard.drain()
+        assert not shard.crashes
+
+    run(scenario())
+
+
+def test_a_command_the_writer_reaches_after_its_deadline_is_never_applied():
+    """The router's deadline travels with the command: queued behind a slow commit until
+    after it, the command is dropped undecided (DeadlinePassed, a 504 `timeout`); one whose
+    deadline is still ahead is applied."""
+
+    async def scenario():
+        log = GatedLog()
+        shard = await start_shard(log)
+        await submit(shard, define("p1", capacity=5))
+        log.gate = asyncio.Event()
+        first = shard.submit(reserve("p1", 1))
+        await asyncio.wait_for(log.appending.wait(), WAIT_S)
+        late = shard.submit(reserve("p1", 3), deadline=time.time() + 0.05)
+        timely = shard.submit(reserve("p1", 2), deadline=time.time() + 60)
+        await asyncio.sleep(0.1)  # the commit in flight outlasts the first deadline
+        log.gate.set()
+        with pytest.raises(DeadlinePassed) as dropped:
+            await asyncio.wait_for(late, WAIT_S)
+        assert dropped.value.code == "timeout"
+        assert (await first).created and (await timely).created
+        assert shard.read_pool("p1").slots["a"].reserved == 3
         assert len(await stored_events(log)) == 3
         await shard.drain()
         assert not shard.crashes

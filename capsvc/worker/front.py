@@ -1,16 +1,17 @@
-"""The worker's lean front: the four hot routes answered straight from the shard.
+"""The worker's lean front: the customers' routes, answered straight from the shard, and the
+router's read-model feed.
 
     POST   /v1/pools/{pool_id}/reservations     GET /v1/pools/{pool_id}
     DELETE /v1/reservations/{reservation_id}    GET /v1/reservations/{reservation_id}
+    GET    /internal/feed
 
-Parsed by `capsvc.http.lean` (httptools); every other request, and any hot one with an id
-aiohttp should refuse, is the aiohttp app's (`app.py`), unchanged. What clients see is what
-the aiohttp handlers answer, byte for byte in status, headers (same order) and body: the same
-parsing (`capsvc.http.parsing`), problems (`capsvc.http.problems`), cluster-secret gate,
-`X-Capsvc-Not-Applied` on shard-not-owned answers, request timeout, request id echo, request
-log and metrics. Only `Date` and `Server` are left out; the router forwards neither.
+These are answered here and nowhere else in the worker, in every shape (a bad id, a wrong
+method, HEAD, OPTIONS); every other request is the aiohttp app's (`app.py`). Both sides share
+the parsing (`capsvc.http.parsing`), the problems (`capsvc.http.problems`), the cluster-secret
+check, `X-Capsvc-Not-Applied` on shard-not-owned answers, the request id echo, the request log
+and the metrics.
 
-Why it is cheaper: a write is queued on its shard from the parser callback and answered from
+Why it is cheap: a write is queued on its shard from the parser callback and answered from
 the future's done callback, with no aiohttp request, multidict, task or middleware chain.
 """
 
@@ -28,12 +29,11 @@ from capsvc.domain import commands as cmd
 from capsvc.domain import rejections as rj
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.domain.views import pool_view, reservation_view
-from capsvc.errors import CapsvcError, ShardUnavailable, UpstreamTimeout
+from capsvc.errors import CapsvcError, DeadlinePassed, ShardUnavailable, UpstreamTimeout
 from capsvc.http import headers, parsing
 from capsvc.http.json_body import json_bytes
-from capsvc.http.lean import JSON, PROBLEM_JSON, LeanFront, LeanRequest
-from capsvc.http.problems import problem_json
-from capsvc.http.routes import INTERNAL_FEED, ROUTES
+from capsvc.http.lean import JSON, LeanFront, LeanRequest
+from capsvc.http.routes import FEED_ROUTE, ROUTES
 from capsvc.shard.shard import CommandResult, Shard
 from capsvc.sharding import shard_for_pool
 from capsvc.worker import feed
@@ -42,40 +42,13 @@ from capsvc.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 request_log = logging.getLogger("capsvc.worker.ops_routes")  # the request lines' logger
-_PATHS = {r.name: r.path for r in ROUTES}  # metric labels: the routes' canonical paths
+# the customers' routes a worker answers (the grid is the router's), and the feed
+FRONT_ROUTES = (*(r for r in ROUTES if r.front and r.target != "router"), FEED_ROUTE)
 _JSON_HEAD = b"Content-Type: " + JSON + b"\r\n"
 _REPLAYED = b"Idempotent-Replayed: true\r\n"
 _CLUSTER_TOKEN = headers.wire(headers.CLUSTER_TOKEN)
 _NOT_APPLIED = headers.NOT_APPLIED.encode() + b": true\r\n"
-FEED_PATH = INTERNAL_FEED.encode()
-
-
-def classify(method: bytes, url: bytes) -> tuple[str | None, str | None]:
-    """(route name, pool id or reservation id) for a hot request with a valid id, and the
-    router's feed poll; anything unusual (percent-encoding, a bad id) is aiohttp's, which
-    answers the right problem."""
-    path = url.partition(b"?")[0]
-    if path == FEED_PATH and method == b"GET":
-        return "feed", None
-    if b"%" in path:
-        return None, None
-    parts = path.split(b"/")
-    if len(parts) < 4 or parts[1] != b"v1":
-        return None, None
-    target = parts[3].decode("latin-1")
-    if parts[2] == b"pools":
-        if len(parts) == 4 and method == b"GET":
-            route = "get_pool"
-        elif len(parts) == 5 and parts[4] == b"reservations" and method == b"POST":
-            route = "reserve"
-        else:
-            return None, None
-        return (route, target) if is_valid_id(target) else (None, None)
-    if parts[2] == b"reservations" and len(parts) == 4 and method in (b"GET", b"DELETE"):
-        if pool_of_reservation(target) is None:
-            return None, None
-        return ("get_reservation" if method == b"GET" else "release"), target
-    return None, None
+_DEADLINE = headers.wire(headers.DEADLINE)
 
 
 def _text(value: bytes | None) -> str | None:
@@ -97,8 +70,9 @@ class WorkerFront(LeanFront):
     ) -> None:
         super().__init__(
             aiohttp_protocol,
+            FRONT_ROUTES,
             body_max=config.limits.body_max_bytes,
-            header_timeout_s=config.limits.header_timeout_ms / 1000,
+            read_timeout_s=config.limits.request_read_timeout_ms / 1000,
         )
         self.shards = shards  # shared with the app and the shard host: always current
         self.shard_count = config.service.shard_count
@@ -122,27 +96,24 @@ class WorkerFront(LeanFront):
             "feed": self._feed,
         }
 
-    def classify(self, method: bytes, url: bytes) -> tuple[str | None, str | None]:
-        return classify(method, url)
-
     # -- answering -------------------------------------------------------------------------
     def handle(self, request: LeanRequest) -> None:
         if self.secret is not None and not hmac.compare_digest(
             request.headers.get(_CLUSTER_TOKEN, b""), self.secret
         ):
-            self._problem(
+            self.problem(
                 request, "forbidden", "requests between hosts must carry the cluster secret"
             )
             return
+        super().handle(request)
+
+    def serve(self, request: LeanRequest) -> None:
         try:
             self._handlers[request.route](request)  # type: ignore[index]
         except CapsvcError as e:
             self._error(request, e)
         except Exception as e:  # a bug: answer 500, as the app's problem middleware does
             self._failed(request, e)
-
-    def too_large(self, request: LeanRequest) -> None:
-        self._problem(request, "body_too_large", "the request body is larger than the limit")
 
     def _shard(self, pool_id: str) -> Shard:
         shard_id = shard_for_pool(pool_id, self.shard_count)
@@ -152,8 +123,7 @@ class WorkerFront(LeanFront):
         return shard
 
     def _reserve(self, request: LeanRequest) -> None:
-        pool_id = request.target
-        assert pool_id is not None
+        pool_id = parsing.path_id(request.match.params, "pool_id")  # type: ignore[union-attr]
         key = parsing.checked_idempotency_key(_text(request.headers.get(b"idempotency-key")))
         body = parsing.json_object(request.body)
         self._submit(
@@ -161,18 +131,24 @@ class WorkerFront(LeanFront):
         )
 
     def _release(self, request: LeanRequest) -> None:
-        reservation_id = request.target
-        pool_id = pool_of_reservation(reservation_id)
-        assert pool_id is not None and reservation_id is not None
+        pool_id, reservation_id = parsing.path_reservation(request.match.params)  # type: ignore[union-attr]
         self._submit(request, cmd.ReleaseReservation(pool_id, reservation_id, now_ms()))
 
     def _submit(self, request: LeanRequest, command: cmd.Command) -> None:
-        future = self._shard(command.pool_id).submit(
-            command, _text(request.headers.get(b"x-capsvc-actor"))
-        )
+        shard = self._shard(command.pool_id)
+        # The router's deadline travels with the request: past it, nobody waits for the
+        # answer, so the command is never applied (a host that was frozen, say, wakes up).
+        deadline = headers.deadline_of(request.headers.get(_DEADLINE))
+        timeout_s = self.timeout_s
+        if deadline is not None:
+            timeout_s = min(timeout_s, deadline - time.time())
+            if timeout_s <= 0:
+                raise DeadlinePassed(f"the request reached shard {shard.shard_id} after its "
+                                     "deadline; it was not applied")
+        future = shard.submit(command, _text(request.headers.get(b"x-capsvc-actor")), deadline)
         # On timeout the future is cancelled: if the writer has not reached it, it never
         # applies (what `asyncio.timeout` does to the aiohttp handler's await).
-        request.extra = self.loop.call_later(self.timeout_s, future.cancel)
+        request.extra = self.loop.call_later(timeout_s, future.cancel)
         future.add_done_callback(functools.partial(self._committed, request))
 
     def _committed(self, request: LeanRequest, future: asyncio.Future) -> None:
@@ -200,7 +176,7 @@ class WorkerFront(LeanFront):
 
     def _failed(self, request: LeanRequest, error: Exception) -> None:
         log.error("unhandled error", exc_info=error, extra={"path": request.path.decode("latin-1")})
-        self._problem(request, "internal_error", "an unexpected error occurred; it has been logged")
+        self.problem(request, "internal_error", "an unexpected error occurred; it has been logged")
 
     def _render(self, request: LeanRequest, result: CommandResult) -> None:
         order = b""
@@ -210,22 +186,25 @@ class WorkerFront(LeanFront):
             order += headers.VERSION.encode() + b": %d\r\n" % result.version
         if result.rejection is not None:
             r = result.rejection
-            self._problem(request, r.code, r.detail, tail=order, **r.fields)
+            self.problem(request, r.code, r.detail, tail=order, **r.fields)
         elif result.replayed:
             self._json(request, 201, result.body, _REPLAYED, order)
         else:
             self._json(request, 201 if result.created else 200, result.body, b"", order)
 
     def _get_pool(self, request: LeanRequest) -> None:
-        pool = self._shard(request.target).read_pool(request.target)  # type: ignore[arg-type]
+        pool_id = parsing.path_id(request.match.params, "pool_id")  # type: ignore[union-attr]
+        pool = self._shard(pool_id).read_pool(pool_id)
         if pool is None:
-            self._problem(request, rj.POOL_NOT_FOUND, f"no pool {request.target}")
+            self.problem(request, rj.POOL_NOT_FOUND, f"no pool {pool_id}")
         else:
             self._json(request, 200, pool_view(pool))
 
     def _get_reservation(self, request: LeanRequest) -> None:
+        pool_id, reservation_id = parsing.path_reservation(request.match.params)  # type: ignore[union-attr]
+        shard = self._shard(pool_id)
         # A task: the pool's snapshot may turn out damaged, and then the writer rebuilds it.
-        self._hold(self.loop.create_task(self._read_reservation(request)))
+        self._hold(self.loop.create_task(self._read_reservation(request, shard, reservation_id)))
 
     def _hold(self, task: asyncio.Task) -> None:
         self._reading.add(task)  # held until done (the loop holds tasks weakly)
@@ -244,11 +223,12 @@ class WorkerFront(LeanFront):
             return
         self._json(request, 200, answer)
 
-    async def _read_reservation(self, request: LeanRequest) -> None:
+    async def _read_reservation(
+        self, request: LeanRequest, shard: Shard, reservation_id: str
+    ) -> None:
         try:
-            pool, reservation = await self._shard(request_pool(request)).read_reservation(
-                request_pool(request),
-                request.target,  # type: ignore[arg-type]
+            pool, reservation = await shard.read_reservation(
+                pool_of_reservation(reservation_id), reservation_id  # type: ignore[arg-type]
             )
         except CapsvcError as e:
             self._error(request, e)
@@ -257,7 +237,7 @@ class WorkerFront(LeanFront):
             self._failed(request, e)
             return
         if reservation is None or pool is None:
-            self._problem(request, rj.RESERVATION_NOT_FOUND, f"no reservation {request.target}")
+            self.problem(request, rj.RESERVATION_NOT_FOUND, f"no reservation {reservation_id}")
         else:
             self._json(request, 200, reservation_view(pool, reservation))
 
@@ -266,28 +246,15 @@ class WorkerFront(LeanFront):
         self, request: LeanRequest, status: int, body: Any, head: bytes = b"", tail: bytes = b""
     ) -> None:
         payload = json_bytes(body)
-        self._reply(request, status, head + _JSON_HEAD + tail, payload, None)
+        self.answer(request, status, head + _JSON_HEAD + tail, payload, None)
 
     def _error(self, request: LeanRequest, error: CapsvcError) -> None:
         head = b"" if error.retry_after_s is None else b"Retry-After: %d\r\n" % error.retry_after_s
         # A shard not (or no longer) served here applied nothing: the router may resend.
         tail = _NOT_APPLIED if isinstance(error, ShardUnavailable) else b""
-        self._problem(request, error.code, error.detail, head, tail, **error.fields)
+        self.problem(request, error.code, error.detail, head, tail, **error.fields)
 
-    def _problem(
-        self,
-        request: LeanRequest,
-        code: str,
-        detail: str,
-        head: bytes = b"",
-        tail: bytes = b"",
-        **fields: Any,
-    ) -> None:
-        status, text = problem_json(code, detail, **fields)
-        head += b"Content-Type: " + PROBLEM_JSON + b"\r\n" + tail
-        self._reply(request, status, head, text.encode(), code)
-
-    def _reply(
+    def answer(
         self, request: LeanRequest, status: int, head: bytes, payload: bytes, code: str | None
     ) -> None:
         request_id = request.headers.get(b"x-request-id")
@@ -302,7 +269,7 @@ class WorkerFront(LeanFront):
     ) -> None:
         """What the aiohttp app's `observe` middleware counts and logs for a request."""
         elapsed = time.perf_counter() - request.started
-        route = _PATHS[request.route]  # type: ignore[index]
+        route = request.match.path if request.match is not None else "unmatched"
         key = (route, request.method, status)
         pair = self._children.get(key)
         if pair is None:
@@ -324,6 +291,7 @@ class WorkerFront(LeanFront):
             elif status == 409 and code == rj.CAPACITY_EXHAUSTED:
                 self.metrics.exhausted.labels(self._pool_kind(request)).inc()
         if self.request_log == "all" or (self.request_log == "errors" and status >= 500):
+            pool_id = request_pool(request)
             request_log.log(
                 logging.WARNING if status >= 500 else logging.INFO,
                 "%s %s %d",
@@ -335,22 +303,23 @@ class WorkerFront(LeanFront):
                     "status": status,
                     "ms": round(elapsed * 1000, 2),
                     "code": code,
-                    "pool": request_pool(request),
-                    "shard": shard_for_pool(request_pool(request), self.shard_count),
+                    "pool": pool_id,
+                    "shard": shard_for_pool(pool_id, self.shard_count) if pool_id else None,
                 },
             )
 
     def _pool_kind(self, request: LeanRequest) -> str:
-        shard = self.shards.get(shard_for_pool(request.target, self.shard_count))  # type: ignore[arg-type]
-        pool = shard.pools.get(request.target) if shard is not None else None  # type: ignore[arg-type]
+        pool_id = request_pool(request)
+        shard = self.shards.get(shard_for_pool(pool_id, self.shard_count)) if pool_id else None
+        pool = shard.pools.get(pool_id) if shard is not None else None  # type: ignore[arg-type]
         return pool.kind if pool is not None else "unknown"
 
 
-def request_pool(request: LeanRequest) -> str:
-    """The pool a hot request is about (a reservation id carries its pool)."""
-    assert request.target is not None
-    if request.route in ("reserve", "get_pool"):
-        return request.target
-    pool_id = pool_of_reservation(request.target)
-    assert pool_id is not None  # classify checked it
-    return pool_id
+def request_pool(request: LeanRequest) -> str | None:
+    """The pool a request is about (a reservation id carries its pool), if its id is valid."""
+    target = request.target
+    if target is None:
+        return None
+    if request.match is not None and request.match.path.startswith("/v1/reservations/"):
+        return pool_of_reservation(target)
+    return target if is_valid_id(target) else None
