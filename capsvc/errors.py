@@ -9,11 +9,13 @@ turns them into statuses (`capsvc.http.problems`).
     ├── StorageError               the shard's file refused an operation
     │   ├── StorageFull            disk or quota full (writes resume once space is freed)
     │   ├── StorageUnavailable     I/O error, or the file is locked by another process
+    │   │   └── FileLocked         ... by another process: a previous owner still holds it
     │   ├── ShardCorrupt           the file is damaged; the shard fails closed
     │   └── Fenced                 a newer owner's epoch is in the file; we may not append
     ├── ShardUnavailable           the shard is not owned here or not (yet) recovered
     ├── Overloaded                 a bounded queue is full; try again shortly
     ├── UpstreamTimeout            the owner did not answer within the request deadline
+    │   └── DeadlinePassed         the request reached its shard too late: not applied
     └── UpstreamUnavailable        the router could not reach the owning worker
 """
 
@@ -50,6 +52,11 @@ class StorageFull(StorageError):
 
 class StorageUnavailable(StorageError):
     code = "storage_unavailable"
+
+
+class FileLocked(StorageUnavailable):
+    """Another process holds the shard file's lock: in a cluster, a previous owner that has
+    not let go (a frozen host keeps its locks until it wakes or its storage lease ends)."""
 
 
 class ShardCorrupt(StorageError):

@@ -13,7 +13,8 @@ waiting for their session to expire would only delay recovery.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.exceptions import (
@@ -48,6 +49,9 @@ class WorkerInfo:
 class Claim:
     shard_id: int
     epoch: int
+    # who claimed the shard before us (worker_id, host_id, epoch, at), if anyone: the one
+    # that may still hold its file
+    previous: dict[str, Any] | None = field(default=None, compare=False)
 
 
 class Ownership:
@@ -102,10 +106,13 @@ class Ownership:
         `wake()` is called from kazoo's thread when its owner node changes)."""
         zk, client = self.zk, self.zk.client
         epoch_path, owner_path = zk.shard_path(shard_id, "epoch"), zk.shard_path(shard_id, "owner")
-        try:
-            await zk.call(client.create_async(epoch_path, b"0", makepath=True))
-        except NodeExistsError:
-            pass
+        # persistent, unlike the owner node: who claimed last outlives that owner's session
+        last_path = zk.shard_path(shard_id, "last_claim")
+        for path, empty in ((epoch_path, b"0"), (last_path, b"{}")):
+            try:
+                await zk.call(client.create_async(path, empty, makepath=True))
+            except NodeExistsError:
+                pass
         while True:
             owner = await zk.call(client.exists_async(owner_path, watch=lambda _e: wake()))
             if owner is not None:
@@ -115,8 +122,13 @@ class Ownership:
                 continue
             raw, stat = await zk.call(client.get_async(epoch_path))
             epoch = int(raw or b"0") + 1
+            last_raw, _ = await zk.call(client.get_async(last_path))
+            previous = decode(last_raw) or None
             tx = client.transaction()
             tx.set_data(epoch_path, str(epoch).encode(), version=stat.version)
+            tx.set_data(last_path, encode({"worker_id": self.me.worker_id,
+                                           "host_id": self.me.host_id, "epoch": epoch,
+                                           "at": time.time()}))
             tx.create(
                 owner_path,
                 encode({**self.me.as_dict(), "epoch": epoch, "ready": False}),
@@ -126,7 +138,7 @@ class Ownership:
             failures = [r for r in results if isinstance(r, Exception)]
             if not failures:
                 log.info("claimed shard", extra={"shard": shard_id, "epoch": epoch})
-                return Claim(shard_id, epoch)
+                return Claim(shard_id, epoch, previous)
             if any(
                 isinstance(f, NodeExistsError | BadVersionError | RolledBackError) for f in failures
             ):

@@ -29,7 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from capsvc.errors import CapsvcError, Fenced, ShardCorrupt, StorageFull, StorageUnavailable
+from capsvc.errors import (
+    CapsvcError,
+    Fenced,
+    FileLocked,
+    ShardCorrupt,
+    StorageFull,
+    StorageUnavailable,
+)
 from capsvc.storage.codec import CodecError, decode_event, encode_event
 from capsvc.storage.group_commit import GroupCommitter
 from capsvc.storage.log import EventLog, LogHead, StoredEvent, StoredSnapshot
@@ -91,7 +98,7 @@ def _translate(e: sqlite3.Error, path: Path) -> CapsvcError:
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
         return ShardCorrupt(f"{path.name}: file is damaged ({text})")
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return StorageUnavailable(f"{path.name}: locked by another process")
+        return FileLocked(f"{path.name}: locked by another process")
     if name.startswith("SQLITE_CONSTRAINT"):
         # Dense seqs and unique pool versions are ours to keep; a clash means a second writer.
         return Fenced(f"{path.name}: append conflicts with stored events ({text})")

@@ -30,12 +30,13 @@ from capsvc.planning.history import fold_until
 from capsvc.shard.shard import CommandResult, Shard, ShardState
 from capsvc.sharding import shard_for_pool
 from capsvc.storage.codec import stored_event_view
-from capsvc.worker.ops_routes import install_ops
+from capsvc.worker.ops_routes import METRICS, install_ops
 
 SHARDS = web.AppKey("shards", dict)
 CONFIG = web.AppKey("config", Config)
 WORKER_INDEX = web.AppKey("worker_index", int)
 CHANGED = web.AppKey("changed", asyncio.Event)
+FILE_WAITS = web.AppKey("file_waits", dict)
 
 
 _NONCES = bytearray()
@@ -206,13 +207,15 @@ def shard_status(shard: Shard) -> dict[str, Any]:
 
 async def status(request: web.Request) -> web.Response:
     shards: dict[int, Shard] = request.app[SHARDS]
-    return _json(
-        {
-            "worker": request.app[WORKER_INDEX],
-            "pid": os.getpid(),
-            "shards": [shard_status(s) for s in shards.values()],
-        }
-    )
+    waits = request.app[FILE_WAITS]
+    rows = []
+    for shard in shards.values():
+        row = shard_status(shard)
+        wait = waits.get(shard.shard_id)
+        if wait is not None:  # who still holds the file, and since when
+            row["waiting_for_file"] = {"since": wait["since"], "held_by": wait["held_by"]}
+        rows.append(row)
+    return _json({"worker": request.app[WORKER_INDEX], "pid": os.getpid(), "shards": rows})
 
 
 async def list_pools(request: web.Request) -> web.Response:
@@ -265,8 +268,14 @@ async def mark_not_applied(request: web.Request, handler):
 
 
 def make_worker_app(
-    config: Config, shards: dict[int, Shard], worker_index: int, secret: str | None = None
+    config: Config,
+    shards: dict[int, Shard],
+    worker_index: int,
+    secret: str | None = None,
+    file_waits: dict[int, dict] | None = None,
 ) -> web.Application:
+    """`file_waits` (cluster): shard -> the wait for a previous owner to let go of its file,
+    kept by the shard host; shown by the status route and a metric."""
     middlewares = [problem_middleware, mark_not_applied]
     if secret:
         middlewares.insert(0, _cluster_gate(secret))
@@ -274,6 +283,7 @@ def make_worker_app(
     app[CONFIG] = config
     app[SHARDS] = shards
     app[WORKER_INDEX] = worker_index
+    app[FILE_WAITS] = file_waits if file_waits is not None else {}
     app[CHANGED] = changed = asyncio.Event()
     for shard in shards.values():
         shard.on_commit = changed.set
@@ -284,4 +294,5 @@ def make_worker_app(
     app.router.add_get(INTERNAL_STATUS, status)
     app.router.add_get(INTERNAL_POOLS, list_pools)
     install_ops(app, config, shards, worker_index)  # metrics, request ids, backup, probe
+    app[METRICS].watch_file_waits(app[FILE_WAITS])
     return app

@@ -28,7 +28,7 @@ from capsvc.cluster.lease import Lease
 from capsvc.cluster.ownership import Claim, Ownership, WorkerInfo
 from capsvc.cluster.zk import Zk, decode
 from capsvc.config import Config
-from capsvc.errors import CapsvcError, Fenced
+from capsvc.errors import CapsvcError, Fenced, FileLocked
 from capsvc.shard.shard import Shard, ShardState
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class ClusterShardHost:
         # called once a handed-off shard's file is closed, before its claim is released
         # (fault tests pause there)
         self.after_close: Callable[[int], None] = lambda shard_id: None
+        # shard -> since when (and for whom) its claim waits for a previous owner to let go of
+        # the file: shown by /internal/status (so /v1/admin/cluster) and a metric
+        self.waiting_for_file: dict[int, dict] = {}
         self._wake = asyncio.Event()
         self._verify_needed = False
         self._tasks: list[asyncio.Task] = []
@@ -171,10 +174,32 @@ class ClusterShardHost:
                         extra={"shard": shard_id})
             await self._hand_off(shard_id)
             return
+        except FileLocked:
+            self._note_file_held(shard_id, claim)
+            return  # held by a paused predecessor: retried every round, logged once
         except CapsvcError as e:
             log.warning("cannot open shard yet: %s", e, extra={"shard": shard_id})
-            return  # the file may be held by a paused predecessor: retried next round
+            return
+        waited = self.waiting_for_file.pop(shard_id, None)
+        if waited is not None:
+            log.info("shard file let go by its previous owner", extra={
+                "shard": shard_id, "waited_s": round(time.time() - waited["since_s"], 1)})
         await self.ownership.mark_ready(claim)
+
+    def _note_file_held(self, shard_id: int, claim: Claim) -> None:
+        if shard_id in self.waiting_for_file:
+            return  # one line when the wait begins, one when it ends: not one per retry
+        held_by = {k: claim.previous[k] for k in ("host_id", "worker_id", "epoch")
+                   if k in claim.previous} if claim.previous else None
+        now = time.time()
+        self.waiting_for_file[shard_id] = {
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "since_s": now,
+            "held_by": held_by,
+        }
+        log.warning("shard file still held by its previous owner; retrying until it lets go "
+                    "(stop or kill that host to fence it)",
+                    extra={"shard": shard_id, "held_by": held_by})
 
     async def _hand_off(self, shard_id: int) -> None:
         shard = self.shards.get(shard_id)
@@ -182,6 +207,7 @@ class ClusterShardHost:
             await shard.drain()  # stop taking commands, finish the queue, checkpoint, close
             self.shards.pop(shard_id, None)
             self.after_close(shard_id)
+        self.waiting_for_file.pop(shard_id, None)
         claim = self.claims.pop(shard_id, None)
         if claim is not None:
             try:

@@ -142,7 +142,8 @@ async def serve_worker(config: Config, index: int) -> None:
         )
         host.after_close = faults.after_close  # a no-op unless a fault test armed it
         secret = config.cluster_secret
-        app = make_worker_app(config, host.shards, index, secret=secret)
+        app = make_worker_app(config, host.shards, index, secret=secret,
+                              file_waits=host.waiting_for_file)
         zk.on_state(app[METRICS].zookeeper_state)
         host.on_commit = app[CHANGED].set
     else:

@@ -12,12 +12,17 @@ What is counted where:
   snapshots: `Shard.observer` (this class);
 - idempotent replays and `capacity_exhausted` per pool kind: the same two, from the reserve
   route's answer;
-- ZooKeeper connection state changes: `zookeeper_state`, registered with `Zk.on_state`.
+- ZooKeeper connection state changes: `zookeeper_state`, registered with `Zk.on_state`;
+- how long each shard's claim has waited for a previous owner to let go of its file (a frozen
+  host keeps its locks): `watch_file_waits`, read at scrape time.
 """
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from capsvc.shard.shard import Shard
 
@@ -28,6 +33,9 @@ RECOVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 class WorkerMetrics:
     """Implements `capsvc.shard.observer.ShardObserver`; every method only counts."""
+
+    def watch_file_waits(self, waits: dict[int, dict]) -> None:
+        self.registry.register(_FileWaits(waits))
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -161,3 +169,22 @@ class WorkerMetrics:
     def zookeeper_state(self, state: str) -> None:
         """A `Zk.on_state` listener: count every connection state change."""
         self.zk_states.labels(str(state).lower()).inc()
+
+
+class _FileWaits:
+    """`capsvc_shard_file_wait_seconds{shard}`: read from the shard host's record when
+    scraped, so a wait that lasts shows its age without anything counting it."""
+
+    def __init__(self, waits: dict[int, dict]) -> None:
+        self.waits = waits
+
+    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+        family = GaugeMetricFamily(
+            "capsvc_shard_file_wait_seconds",
+            "How long a claimed shard has waited for its previous owner to let go of its file",
+            labels=["shard"],
+        )
+        now = time.time()
+        for shard_id, wait in list(self.waits.items()):
+            family.add_metric([str(shard_id)], now - wait["since_s"])
+        yield family

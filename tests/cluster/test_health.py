@@ -170,6 +170,9 @@ def test_a_frozen_host_leaves_the_other_ready_and_the_cluster_scope_names_its_sh
                 x.status == 503 and frozen <= set(x.body.get("shards_not_ready", []))
                 for x in poller.since(frozen_at, CLUSTER)), 10,
                 "the cluster scope to name the frozen shards")
+            # issue 14 item 6: the view names who still holds each file, and since when
+            wait_for(lambda: _files_held_by(a, frozen, "host-b"), 15,
+                     "the cluster view to name host-b as holding its shards' files")
             # the freeze lasts until the poller has answers from 8 s into it
             wait_for(lambda: poller.since(frozen_at + 8.0, HOST), 20, "an 8 s freeze")
         finally:
@@ -188,6 +191,20 @@ def test_a_frozen_host_leaves_the_other_ready_and_the_cluster_scope_names_its_sh
     not_ready = [(x.status, x.body) for x in answers if x.path == HOST and x.status != 200]
     assert not not_ready, f"the other host's own readiness failed: {not_ready[:3]}"
     assert a.get(HOST)[0] == 200 and a.get(CLUSTER)[0] == 200
+    # one line when a wait begins and one when it ends, per shard: not one per retry
+    log = a.log_text()
+    held = log.count("shard file still held by its previous owner")
+    assert 1 <= held <= len(frozen), held
+    assert log.count("shard file let go by its previous owner") == held
+
+
+def _files_held_by(host, shards: set[int], holder: str) -> bool:
+    """Whether every shard of `shards` is claimed on `host`'s side and shown waiting for
+    `holder` to let go of its file (with the time the wait began)."""
+    rows = {r["shard"]: r for r in host.admin("GET", VIEW)[1]["shards"]}
+    waits = [rows[s].get("waiting_for_file") for s in shards]
+    return all(w is not None and w["held_by"] and w["held_by"]["host_id"] == holder
+               and w["since"].endswith("Z") for w in waits)
 
 
 @pytest.mark.own_zookeeper
