@@ -21,6 +21,12 @@ from dataclasses import dataclass
 REGIONS = ("sg-north", "sg-south", "sg-east", "sg-west", "my-kl", "my-jb", "id-jkt", "th-bkk")
 FIRST_DATE = dt.date.today() + dt.timedelta(days=1)  # relative: past slots stop being bookable
 DATES = tuple((FIRST_DATE + dt.timedelta(days=d)).isoformat() for d in range(7))
+
+
+def days_ahead(days: int) -> str:
+    """The date `days` from today (dates in load tools are relative, as in the tests: slots in
+    the past are not bookable). Two days ahead is safe for slots in any UTC offset."""
+    return (dt.date.today() + dt.timedelta(days=days)).isoformat()
 KINDS = ("logistics", "grocery", "bulky")
 SLOT_HOURS = tuple(range(8, 20))  # 12 slots
 SLOT_CAPACITY = 1000

@@ -15,6 +15,7 @@ class DefinePool:
     date: str
     total_capacity: int | None
     slots: tuple[SlotSpec, ...]
+    booking_cutoff_minutes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from capsvc.domain import commands as cmd
 from capsvc.domain import events as ev
 from capsvc.domain import rejections as rj
 from capsvc.domain.ids import make_reservation_id
-from capsvc.domain.pool import Pool
+from capsvc.domain.pool import Pool, Refusal
 from capsvc.domain.rejections import Rejection
 from capsvc.domain.wording import counted
 
@@ -22,7 +22,9 @@ class Decision:
     """What a command does: events to append (maybe none), or a rejection.
 
     `replayed` marks a reserve whose idempotency key was already used with the same request:
-    no events, and the caller answers with the original reservation.
+    no events, and the caller answers with the original reservation, or (with `rejection`)
+    the original refusal. A keyed reserve refused for the first time has both a rejection and
+    an event (`ReservationRefused`, which binds the key to the refusal).
     `reservation_id` names the reservation a reserve or release is about.
     """
 
@@ -62,12 +64,15 @@ def definition_of(pool: Pool) -> ev.PoolDefined:
         ev.SlotSpec(s.slot_id, s.starts_at, s.ends_at, s.capacity) for s in pool.slots.values()
     )
     return ev.PoolDefined(
-        pool.pool_id, pool.kind, pool.region, pool.date, pool.total_capacity, slots
+        pool.pool_id, pool.kind, pool.region, pool.date, pool.total_capacity, slots,
+        pool.booking_cutoff_minutes,
     )
 
 
 def _define(pool: Pool | None, c: cmd.DefinePool) -> Decision:
-    wanted = ev.PoolDefined(c.pool_id, c.kind, c.region, c.date, c.total_capacity, c.slots)
+    wanted = ev.PoolDefined(
+        c.pool_id, c.kind, c.region, c.date, c.total_capacity, c.slots, c.booking_cutoff_minutes
+    )
     if pool is None:
         return Decision(events=(wanted,))
     if _same_definition(definition_of(pool), wanted):
@@ -82,6 +87,7 @@ def _same_definition(current: ev.PoolDefined, wanted: ev.PoolDefined) -> bool:
         and current.region == wanted.region
         and current.date == wanted.date
         and current.total_capacity == wanted.total_capacity
+        and current.booking_cutoff_minutes == wanted.booking_cutoff_minutes
         and sorted(current.slots, key=lambda s: s.slot_id)
         == sorted(wanted.slots, key=lambda s: s.slot_id)
     )
@@ -92,18 +98,42 @@ def _reserve(pool: Pool, c: cmd.ReserveCapacity) -> Decision:
     if c.idempotency_key is not None:
         earlier = pool.remembered_key(c.idempotency_key, c.now_ms)
         if earlier is not None:
-            r = pool.reservations[earlier]
+            r = pool.reservations[earlier] if isinstance(earlier, str) else earlier
             if (r.slot_id, r.units, r.order_ref) != (c.slot_id, c.units, c.order_ref):
                 return _reject(
                     rj.IDEMPOTENCY_KEY_REUSED,
                     "this Idempotency-Key was already used with a different request",
                 )
+            if isinstance(earlier, Refusal):
+                return Decision(rejection=earlier.rejection, replayed=True)
             return Decision(replayed=True, reservation_id=earlier)
+    decision = _reserve_afresh(pool, c)
+    rejection = decision.rejection
+    if (
+        rejection is None
+        or c.idempotency_key is None
+        or rejection.code not in rj.KEY_BINDING_CODES
+    ):
+        return decision  # a refusal without a key binds nothing and costs no event
+    refused = ev.ReservationRefused(
+        c.idempotency_key, c.slot_id, c.units, c.order_ref, rejection.code, rejection.detail,
+        rejection.fields, c.now_ms,
+    )
+    return Decision(events=(refused,), rejection=rejection)
+
+
+def _reserve_afresh(pool: Pool, c: cmd.ReserveCapacity) -> Decision:
     slot = pool.slots.get(c.slot_id)
     if slot is None:
         return _reject(rj.SLOT_NOT_FOUND, f"pool {pool.pool_id} has no slot {c.slot_id}")
     if not slot.open:
         return _reject(rj.SLOT_CLOSED, f"slot {c.slot_id} is closed")
+    # The owner's clock (the command's now_ms) decides, like every other time-based answer.
+    if c.now_ms >= pool.booking_closes_at_ms(slot):
+        cutoff = pool.booking_cutoff_minutes
+        why = (f"{counted(cutoff, 'minute')} before it starts ({slot.starts_at})" if cutoff
+               else f"when it started ({slot.starts_at})")
+        return _reject(rj.BOOKING_CLOSED, f"booking for slot {c.slot_id} closed {why}")
     available = pool.available(slot)
     if c.units > available:
         left = counted(available, "unit")

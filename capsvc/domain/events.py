@@ -7,6 +7,7 @@ schema version per event so that old shapes can be upcast on read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class PoolDefined:
     date: str
     total_capacity: int | None
     slots: tuple[SlotSpec, ...]
+    # A slot takes reservations until its start minus this (schema 2; 0 for older pools).
+    booking_cutoff_minutes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,21 @@ class ReservationReleased:
     at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReservationRefused:
+    """A reserve under an idempotency key was refused (capacity, closed slot, cut-off): the
+    key is bound to this refusal, so a retry gets the same answer. Changes no capacity."""
+
+    idempotency_key: str
+    slot_id: str  # with units and order_ref: the request's fingerprint, as a reservation's
+    units: int
+    order_ref: str | None
+    code: str
+    detail: str
+    fields: dict[str, Any]
+    at_ms: int
+
+
 Event = (
     PoolDefined
     | SlotAdded
@@ -78,6 +96,7 @@ Event = (
     | TotalCapacityChanged
     | CapacityReserved
     | ReservationReleased
+    | ReservationRefused
 )
 
 EVENT_TYPES: tuple[type, ...] = (
@@ -89,4 +108,5 @@ EVENT_TYPES: tuple[type, ...] = (
     TotalCapacityChanged,
     CapacityReserved,
     ReservationReleased,
+    ReservationRefused,
 )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from capsvc.domain import events as ev
 from capsvc.domain.invariants import check_invariants
-from capsvc.domain.pool import KeyRetention, Pool, Reservation, Slot
+from capsvc.domain.pool import KeyRetention, Pool, Refusal, Reservation, Slot
+from capsvc.domain.rejections import Rejection
 
 
 def evolve(
@@ -21,7 +22,8 @@ def evolve(
     if isinstance(event, ev.PoolDefined):
         assert pool is None, f"pool {event.pool_id} defined twice"
         pool = Pool(
-            event.pool_id, event.kind, event.region, event.date, event.total_capacity, retention
+            event.pool_id, event.kind, event.region, event.date, event.total_capacity, retention,
+            event.booking_cutoff_minutes,
         )
         pool.slots.add(*map(_slot, event.slots))
     else:
@@ -76,6 +78,14 @@ def _released(pool: Pool, event: ev.ReservationReleased) -> None:
     pool.total_reserved -= reservation.units
 
 
+def _refused(pool: Pool, event: ev.ReservationRefused) -> None:
+    slot = pool.slots.get(event.slot_id)
+    slot_id = event.slot_id if slot is None else slot.slot_id  # shared string, as above
+    rejection = Rejection(event.code, event.detail, event.fields)
+    refusal = Refusal(event.idempotency_key, slot_id, event.units, event.order_ref, rejection)
+    pool.add_refusal(refusal, event.at_ms)
+
+
 _APPLY = {
     ev.SlotAdded: _slot_added,
     ev.SlotCapacityChanged: _capacity_changed,
@@ -84,4 +94,5 @@ _APPLY = {
     ev.TotalCapacityChanged: _total_changed,
     ev.CapacityReserved: _reserved,
     ev.ReservationReleased: _released,
+    ev.ReservationRefused: _refused,
 }

@@ -34,8 +34,11 @@ def check_reservations(pool: Pool) -> None:
     for slot_id, reserved in per_slot.items():
         assert pool.slots[slot_id].reserved == reserved, (pool.pool_id, slot_id)
     assert len(reservations) == pool.reservation_count, pool.pool_id
-    for key, (reservation_id, _) in pool.keys.items():
-        assert reservations[reservation_id].idempotency_key == key, key
+    for key, (target, _) in pool.keys.items():
+        if isinstance(target, str):
+            assert reservations[target].idempotency_key == key, key
+        else:  # a refusal the key is bound to
+            assert target.idempotency_key == key, key
 
 
 def check_pool(pool: Pool) -> None:

@@ -25,6 +25,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
+
+from capsvc.domain.instants import booking_closes_at_ms
+from capsvc.domain.rejections import Rejection
 
 _shared = sys.intern
 _NONE: Mapping = MappingProxyType({})
@@ -166,15 +170,52 @@ class Reservation:
         )
 
 
+class Refusal:
+    """A keyed reserve that was refused: what was asked (the fingerprint a retry must match)
+    and the answer it got. Remembered under its key like a reservation."""
+
+    __slots__ = ("idempotency_key", "slot_id", "units", "order_ref", "rejection")
+
+    def __init__(
+        self,
+        idempotency_key: str,
+        slot_id: str,
+        units: int,
+        order_ref: str | None,
+        rejection: Rejection,
+    ) -> None:
+        self.idempotency_key = idempotency_key
+        self.slot_id = slot_id
+        self.units = units
+        self.order_ref = order_ref
+        self.rejection = rejection
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Refusal) and self.as_list() == other.as_list()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def as_list(self) -> list[Any]:
+        """[key, slot_id, units, order_ref, code, detail, fields]: how snapshots store it."""
+        r = self.rejection
+        return [self.idempotency_key, self.slot_id, self.units, self.order_ref, r.code,
+                r.detail, r.fields]
+
+
+# What a remembered key answers: the id of the reservation it made, or the refusal it got.
+KeyTarget = str | Refusal
+
+
 class _Deferred:
-    """A pool's reservations and keys still encoded, and the reservations added since."""
+    """A pool's reservations and keys still encoded, and what was added since."""
 
     __slots__ = ("decode", "check", "added")
 
     def __init__(self, decode: Callable[[Pool], None], check: Callable[[Pool], None]) -> None:
         self.decode = decode
         self.check = check
-        self.added: list[tuple[Reservation, int]] = []  # (reservation, time it was made)
+        # (reservation or refusal, time it was made), in order
+        self.added: list[tuple[Reservation | Refusal, int]] = []
 
 
 class Pool:
@@ -184,6 +225,7 @@ class Pool:
         "region",
         "date",
         "total_capacity",
+        "booking_cutoff_minutes",
         "total_reserved",
         "slots",
         "_reservations",
@@ -192,6 +234,7 @@ class Pool:
         "_deferred",
         "version",
         "reservation_count",
+        "refusal_count",
         "retention",
     )
 
@@ -203,22 +246,26 @@ class Pool:
         date: str,
         total_capacity: int | None,
         retention: KeyRetention,
+        booking_cutoff_minutes: int = 0,
     ) -> None:
         self.pool_id = pool_id
         self.kind = _shared(kind)
         self.region = _shared(region)
         self.date = _shared(date)
         self.total_capacity = total_capacity
+        self.booking_cutoff_minutes = booking_cutoff_minutes
         self.total_reserved = 0
         self.slots = SlotMap()
         # Made on first use (most pools never hold a reservation); see `reservations`, `keys`.
         self._reservations: dict[str, Reservation] | None = None
-        # idempotency key -> (reservation id, time first seen); oldest first, for eviction
-        self._keys: OrderedDict[str, tuple[str, int]] | None = None
+        # idempotency key -> (reservation id or refusal, time first seen); oldest first
+        self._keys: OrderedDict[str, tuple[KeyTarget, int]] | None = None
         self._keys_young_until = 0  # no key expires before this time (0: look at the oldest)
         self._deferred: _Deferred | None = None
         self.version = 0  # number of events folded into this pool
         self.reservation_count = 0  # reservations ever made; numbers the next reservation id
+        # keyed refusals ever recorded: with the reservations, what a snapshot of it weighs
+        self.refusal_count = 0
         self.retention = retention
 
     # -- reservations and keys ---------------------------------------------------------------
@@ -231,8 +278,9 @@ class Pool:
         return _NONE if self._reservations is None else self._reservations
 
     @property
-    def keys(self) -> Mapping[str, tuple[str, int]]:
-        """Remembered idempotency keys -> (reservation id, time first seen), oldest first."""
+    def keys(self) -> Mapping[str, tuple[KeyTarget, int]]:
+        """Remembered idempotency keys -> (reservation id or refusal, time first seen), oldest
+        first."""
         if self._deferred is not None:
             self._materialise()
         return _NONE if self._keys is None else self._keys
@@ -244,7 +292,7 @@ class Pool:
 
     @property
     def added_while_deferred(self) -> int:
-        """Reservations added since the snapshot, waiting for the decoding to join them."""
+        """Reservations and refusals added since the snapshot, waiting for the decoding."""
         return 0 if self._deferred is None else len(self._deferred.added)
 
     def defer(self, decode: Callable[[Pool], None], check: Callable[[Pool], None]) -> None:
@@ -254,7 +302,7 @@ class Pool:
         self._deferred = _Deferred(decode, check)
 
     def restore(
-        self, reservations: dict[str, Reservation], keys: OrderedDict[str, tuple[str, int]]
+        self, reservations: dict[str, Reservation], keys: OrderedDict[str, tuple[KeyTarget, int]]
     ) -> None:
         """Install decoded reservations and keys (the snapshot codec's way in)."""
         self._reservations = reservations or None
@@ -266,8 +314,11 @@ class Pool:
         assert deferred is not None
         try:
             deferred.decode(self)
-            for reservation, at_ms in deferred.added:
-                self._insert(reservation, at_ms)
+            for added, at_ms in deferred.added:
+                if isinstance(added, Reservation):
+                    self._insert(added, at_ms)
+                else:
+                    self._remember_key(added.idempotency_key, added, at_ms)
             deferred.check(self)
         except BaseException as e:
             self._deferred = deferred  # stay failed rather than look empty
@@ -294,7 +345,15 @@ class Pool:
         if reservation.idempotency_key is not None:
             self._remember_key(reservation.idempotency_key, reservation.reservation_id, at_ms)
 
-    def _remember_key(self, key: str, reservation_id: str, at_ms: int) -> None:
+    def add_refusal(self, refusal: Refusal, at_ms: int) -> None:
+        """A keyed reserve refused at `at_ms`: its key is remembered, bound to the refusal."""
+        self.refusal_count += 1
+        if self._deferred is not None:
+            self._deferred.added.append((refusal, at_ms))
+        else:
+            self._remember_key(refusal.idempotency_key, refusal, at_ms)
+
+    def _remember_key(self, key: str, target: KeyTarget, at_ms: int) -> None:
         """Remember `key` as the newest, then forget keys too old or too many (oldest first)."""
         keys = self._keys
         if keys is None:
@@ -302,7 +361,7 @@ class Pool:
         elif key in keys:
             del keys[key]  # a key used again after it expired: it becomes the newest
             self._keys_young_until = 0  # and the oldest may be another one now
-        keys[key] = (reservation_id, at_ms)
+        keys[key] = (target, at_ms)
         retention = self.retention
         if len(keys) <= retention.keys_max and at_ms < self._keys_young_until:
             return  # the common case: the oldest key is still young
@@ -325,11 +384,13 @@ class Pool:
             self.date,
         )
         copy.total_capacity, copy.total_reserved = self.total_capacity, self.total_reserved
+        copy.booking_cutoff_minutes = self.booking_cutoff_minutes
         copy.slots = self.slots.copy()
         copy._reservations = copy._keys = None
         copy._keys_young_until = 0
         copy._deferred = None
         copy.version, copy.reservation_count = self.version, self.reservation_count
+        copy.refusal_count = self.refusal_count
         copy.retention = self.retention
         return copy
 
@@ -341,8 +402,14 @@ class Pool:
             free = min(free, self.total_capacity - self.total_reserved)
         return max(free, 0)
 
-    def remembered_key(self, key: str, now_ms: int) -> str | None:
-        """The reservation id an unexpired idempotency key produced, if any."""
+    def booking_closes_at_ms(self, slot: Slot) -> int:
+        """The first instant `slot` takes no more reservations: its start minus the pool's
+        cut-off (a started slot is never bookable, whatever the cut-off)."""
+        return booking_closes_at_ms(slot.starts_at, self.booking_cutoff_minutes)
+
+    def remembered_key(self, key: str, now_ms: int) -> KeyTarget | None:
+        """What an unexpired idempotency key produced, if anything: a reservation id, or the
+        refusal it got."""
         entry = self.keys.get(key)
         if entry is None or now_ms - entry[1] >= self.retention.retention_ms:
             return None

@@ -14,6 +14,7 @@ POOL_NOT_FOUND = "pool_not_found"
 SLOT_NOT_FOUND = "slot_not_found"
 SLOT_EXISTS = "slot_exists"
 SLOT_CLOSED = "slot_closed"
+BOOKING_CLOSED = "booking_closed"
 CAPACITY_EXHAUSTED = "capacity_exhausted"
 CAPACITY_BELOW_RESERVED = "capacity_below_reserved"
 TOTAL_CAPACITY_BELOW_RESERVED = "total_capacity_below_reserved"
@@ -33,7 +34,12 @@ ALL_CODES = (
     TOO_MANY_SLOTS,
     IDEMPOTENCY_KEY_REUSED,
     RESERVATION_NOT_FOUND,
+    BOOKING_CLOSED,
 )
+# Refusals of a reserve that an Idempotency-Key is bound to, so that a retry (a redelivered
+# message) gets the same answer even once capacity comes free. The others (no such pool or
+# slot, a key reused) say something about the request itself and bind nothing.
+KEY_BINDING_CODES = frozenset((CAPACITY_EXHAUSTED, SLOT_CLOSED, BOOKING_CLOSED))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ def pool_view(pool: Pool) -> dict[str, Any]:
         "version": pool.version,
         "total_capacity": pool.total_capacity,
         "total_reserved": pool.total_reserved,
+        "booking_cutoff_minutes": pool.booking_cutoff_minutes,
         "slots": [
             {
                 "slot_id": s.slot_id,
@@ -43,10 +44,13 @@ def reservation_view(pool: Pool, reservation: Reservation, *, as_created: bool =
     }
 
 
-def availability_view(pool: Pool) -> dict[str, Any]:
+def availability_view(pool: Pool, now_ms: int | None = None) -> dict[str, Any]:
     """What the read model needs of a pool: the planners' numbers plus, per slot, whether a
-    customer can book it."""
+    customer can book it (at `now_ms`, before its cut-off; without a time, only whether it is
+    open with units available: the reader then compares with its own clock)."""
     view = pool_view(pool)
-    for slot in view["slots"]:
-        slot["bookable"] = slot["open"] and slot["available"] > 0
+    for slot, s in zip(view["slots"], pool.slots.values(), strict=True):
+        slot["bookable"] = slot["open"] and slot["available"] > 0 and (
+            now_ms is None or now_ms < pool.booking_closes_at_ms(s)
+        )
     return view

@@ -7,6 +7,7 @@ drift from what the service answers. Numeric limits shown are the configuration 
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 from typing import Any
@@ -91,18 +92,22 @@ _ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
 
 # request bodies: the Structs' JSON Schema ({name: requestBody schema}, their components)
 _BODIES, _BODY_COMPONENTS = json_schemas(_INPUT_LIMITS)
+# Examples are dated the day after tomorrow (UTC) when the document is built: an example pool
+# must take reservations (a slot that has started, or passed its cut-off, takes none).
+_EXAMPLE_DAY = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)).isoformat()
 _SLOT_EXAMPLE = {
     "slot_id": "0800-1000",
-    "starts_at": "2026-12-01T08:00:00+08:00",
-    "ends_at": "2026-12-01T10:00:00+08:00",
+    "starts_at": f"{_EXAMPLE_DAY}T08:00:00+08:00",
+    "ends_at": f"{_EXAMPLE_DAY}T10:00:00+08:00",
     "capacity": 40,
 }
 BODY_EXAMPLES: dict[str, Any] = {  # each one decodes (tests/unit/test_request_shapes.py)
     "PoolDefinition": {
         "kind": "logistics",
         "region": "sg-north",
-        "date": "2026-12-01",
+        "date": _EXAMPLE_DAY,
         "total_capacity": None,
+        "booking_cutoff_minutes": 60,
         "slots": [_SLOT_EXAMPLE],
     },
     "PoolPatch": {"total_capacity": 100},
@@ -110,6 +115,19 @@ BODY_EXAMPLES: dict[str, Any] = {  # each one decodes (tests/unit/test_request_s
     "SlotPatch": {"capacity": 45, "open": True},
     "ReserveRequest": {"slot_id": "0800-1000", "units": 1, "order_ref": "order-8812"},
 }
+
+_BOOKABLE = (
+    "open, available > 0, and before the slot's booking cut-off (`starts_at` minus the pool's "
+    "`booking_cutoff_minutes`, by this router's clock: a slot shows not bookable from that "
+    "instant on, with no write needed; the owner's clock decides a reserve)"
+)
+_CUTOFF = _int(
+    0,
+    description="A slot takes reservations until `starts_at` minus this many minutes; after "
+    "that (and always once it has started) reserving answers 409 `booking_closed`. 0 for "
+    "pools defined before cut-offs existed.",
+)
+
 
 # -- component schemas ---------------------------------------------------------------------
 def _schemas() -> dict[str, Schema]:
@@ -129,7 +147,7 @@ def _schemas() -> dict[str, Schema]:
             "slot_id": _ID,
             "starts_at": _TIMESTAMP,
             "ends_at": _TIMESTAMP,
-            "bookable": {"type": "boolean", "description": "open and available > 0"},
+            "bookable": {"type": "boolean", "description": _BOOKABLE},
         }
     )
     event = _obj(
@@ -155,6 +173,7 @@ def _schemas() -> dict[str, Schema]:
                 "version": _int(1),
                 "total_capacity": _nullable(_CAPACITY),
                 "total_reserved": _int(0),
+                "booking_cutoff_minutes": _CUTOFF,
                 "slots": _array(pool_slot),
             }
         ),
@@ -282,7 +301,11 @@ _IDEMPOTENCY_KEY = {
     "in": "header",
     "required": False,
     "schema": _string(minLength=1, maxLength=255, pattern=r"^[\x21-\x2b\x2d-\x7e]+$"),
-    "description": "Retrying with the same key and body answers the first reservation again. "
+    "description": "Retrying with the same key and body answers the first reservation again, "
+    "or, when the first attempt was refused with `capacity_exhausted`, `slot_closed` or "
+    "`booking_closed`, that same refusal (409, same body), even once capacity has come free, "
+    "for the key's retention period (`limits.idempotency_retention_s`), across restarts and "
+    "failovers. Not-applied answers (503, 504) bind nothing: retry them with the same key. "
     "One key, given once: a repeated header or a comma list is refused (400).",
 }
 _REPLAYED = {
@@ -311,6 +334,18 @@ def _op(
                 "application/json": {"schema": _BODIES[body], "example": BODY_EXAMPLES[body]}
             },
         }
+    return operation
+
+
+def _replayable_refusals(operation: Schema) -> Schema:
+    """A reserve's 409 may replay the refusal an Idempotency-Key is bound to."""
+    conflict = operation["responses"]["409"]
+    conflict["headers"] = {"Idempotent-Replayed": _REPLAYED}
+    conflict["description"] += (
+        "; with an Idempotency-Key, `capacity_exhausted`, `slot_closed` and `booking_closed` "
+        "bind the key: a retry with the same body gets the same answer, with "
+        "`Idempotent-Replayed: true`"
+    )
     return operation
 
 
@@ -410,7 +445,7 @@ def _operations() -> dict[str, Schema]:
             {"200": _json(pool, "The pool")},
             ("invalid_parameter", rj.POOL_NOT_FOUND),
         ),
-        "reserve": _op(
+        "reserve": _replayable_refusals(_op(
             "Reserve units of a slot",
             {
                 "201": _with_links(
@@ -438,6 +473,7 @@ def _operations() -> dict[str, Schema]:
                 rj.SLOT_NOT_FOUND,
                 rj.CAPACITY_EXHAUSTED,
                 rj.SLOT_CLOSED,
+                rj.BOOKING_CLOSED,
                 "body_too_large",
                 "invalid_field",
                 rj.IDEMPOTENCY_KEY_REUSED,
@@ -446,7 +482,7 @@ def _operations() -> dict[str, Schema]:
             ),
             body="ReserveRequest",
             parameters=(_IDEMPOTENCY_KEY,),
-        ),
+        )),
         "get_reservation": _op(
             "Read a reservation",
             {
@@ -518,7 +554,7 @@ def _planner_schemas() -> dict[str, Schema]:
             "reserved": _int(0),
             "available": _int(0),
             "open": {"type": "boolean"},
-            "bookable": {"type": "boolean"},
+            "bookable": {"type": "boolean", "description": _BOOKABLE},
         }
     )
     board_pool = _obj(
@@ -530,6 +566,7 @@ def _planner_schemas() -> dict[str, Schema]:
             "version": _int(1),
             "total_capacity": _nullable(_CAPACITY),
             "total_reserved": _int(0),
+            "booking_cutoff_minutes": _CUTOFF,
             "slots": _array(board_slot),
         }
     )
@@ -592,7 +629,8 @@ def _planner_schemas() -> dict[str, Schema]:
                     | {
                         "description": "Newest first. `kind` change: one planner change "
                         "(type, version, at_ms, actor, slot_id, summary, data); `kind` "
-                        "bookings: the reservations and releases of one minute."
+                        "bookings: the reservations, releases and keyed refusals "
+                        "(`refusals`) of one minute."
                     }
                 ),
             }
@@ -627,8 +665,10 @@ def _planner_operations() -> dict[str, Schema]:
         )
 
     csv_columns = (
-        "pool_id,kind,region,date,slot_id,starts_at,ends_at,capacity,total_capacity "
-        "(one row per slot; empty total_capacity: no pool-wide cap)"
+        "pool_id,kind,region,date,slot_id,starts_at,ends_at,capacity,total_capacity, and "
+        "optionally booking_cutoff_minutes (one row per slot; empty total_capacity: no "
+        "pool-wide cap; without the cut-off column, existing pools keep theirs and new ones get "
+        "0; exports write it)"
     )
     apply = _op(
         "Apply a bulk plan (CSV), or preview it with dry_run=true",

@@ -21,7 +21,15 @@ from capsvc.domain.events import SlotSpec
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.domain.rejections import RESERVATION_NOT_FOUND
 from capsvc.errors import BadRequest
-from capsvc.http.request_shapes import DATE_RE, PATTERN_WORDS, TIMESTAMP_RE, InputLimits, shapes
+from capsvc.http.request_shapes import (
+    BOOKING_CUTOFF_MINUTES_MAX,
+    DATE_RE,
+    PATTERN_WORDS,
+    SLOT_HOURS_MAX,
+    TIMESTAMP_RE,
+    InputLimits,
+    shapes,
+)
 
 __all__ = ["InputLimits"]  # re-exported: callers build limits from here
 
@@ -255,20 +263,33 @@ def _timestamp(value: Any, field: str) -> dt.datetime:
     return parsed
 
 
-def _slot_spec(slot: Any, prefix: str) -> SlotSpec:
-    """The checks a Struct cannot express: real instants, and the end after the start."""
+_SLOT_LONGEST = dt.timedelta(hours=SLOT_HOURS_MAX)
+
+
+def _slot_spec(slot: Any, prefix: str, pool_date: str | None) -> SlotSpec:
+    """The checks a Struct cannot express: real instants, the end after the start by at most
+    24 h, and the start on the pool's date (`pool_date`, when known) in the start's own
+    offset. Only new definitions are checked: data stored before the rule still loads."""
     starts = _timestamp(slot.starts_at, prefix + "starts_at")
     ends = _timestamp(slot.ends_at, prefix + "ends_at")
     if ends <= starts:
         raise invalid(prefix + "ends_at", "must be after starts_at")
+    if ends - starts > _SLOT_LONGEST:
+        raise invalid(prefix + "ends_at", f"must be at most {SLOT_HOURS_MAX} hours after starts_at")
+    if pool_date is not None and starts.date().isoformat() != pool_date:
+        raise invalid(prefix + "starts_at",
+                      f"must be on the pool's date {pool_date} (in its own UTC offset)")
     return SlotSpec(slot.slot_id, slot.starts_at, slot.ends_at, slot.capacity)
 
 
-def parse_slot(body: Any, field: str, limits: InputLimits) -> SlotSpec:
+def parse_slot(
+    body: Any, field: str, limits: InputLimits, pool_date: str | None = None
+) -> SlotSpec:
+    """One slot; `pool_date`: the date of the pool it is for (its start must be on it)."""
     prefix = f"{field}." if field else ""
     if not isinstance(body, dict):
         raise invalid(field or "body", "must be an object")
-    return _slot_spec(decode(body, shapes(limits).slot, field), prefix)
+    return _slot_spec(decode(body, shapes(limits).slot, field), prefix, pool_date)
 
 
 def parse_define_pool(pool_id: str, body: dict[str, Any], limits: InputLimits) -> cmd.DefinePool:
@@ -276,13 +297,14 @@ def parse_define_pool(pool_id: str, body: dict[str, Any], limits: InputLimits) -
     if pool.pool_id is not UNSET and pool.pool_id != pool_id:
         raise invalid("pool_id", "differs from the pool id in the path")
     _calendar_date(pool.date, "date")
-    slots = tuple(_slot_spec(s, f"slots[{i}].") for i, s in enumerate(pool.slots))
+    slots = tuple(_slot_spec(s, f"slots[{i}].", pool.date) for i, s in enumerate(pool.slots))
     seen: set[str] = set()
     for i, s in enumerate(slots):
         if s.slot_id in seen:
             raise invalid(f"slots[{i}].slot_id", f"duplicate slot id {s.slot_id}")
         seen.add(s.slot_id)
-    return cmd.DefinePool(pool_id, pool.kind, pool.region, pool.date, pool.total_capacity, slots)
+    return cmd.DefinePool(pool_id, pool.kind, pool.region, pool.date, pool.total_capacity, slots,
+                          pool.booking_cutoff_minutes)
 
 
 def parse_update_slot(
@@ -357,9 +379,18 @@ def parse_plan_row(row: dict[str, str], limits: InputLimits) -> cmd.DefinePool:
     if not is_date(row["date"]):
         raise invalid("date", "must be a date YYYY-MM-DD")
     times = {"slot_id": row["slot_id"], "starts_at": row["starts_at"], "ends_at": row["ends_at"]}
-    slot = parse_slot({**times, "capacity": 0}, "", limits)
+    slot = parse_slot({**times, "capacity": 0}, "", limits, row["date"])
     capacity = _whole(row["capacity"], "capacity", limits)
     slot = SlotSpec(slot.slot_id, slot.starts_at, slot.ends_at, capacity)
     total_text = row["total_capacity"]
     total = None if total_text == "" else _whole(total_text, "total_capacity", limits)
-    return cmd.DefinePool(pool_id, kind, region, row["date"], total, (slot,))
+    cutoff_text = row.get("booking_cutoff_minutes", "")  # an optional column; empty: 0
+    cutoff = 0 if cutoff_text == "" else _cutoff(cutoff_text)
+    return cmd.DefinePool(pool_id, kind, region, row["date"], total, (slot,), cutoff)
+
+
+def _cutoff(text: str) -> int:
+    if not _DIGITS.fullmatch(text) or int(text) > BOOKING_CUTOFF_MINUTES_MAX:
+        raise invalid("booking_cutoff_minutes",
+                      f"must be a whole number in 0..{BOOKING_CUTOFF_MINUTES_MAX}, not {text!r}")
+    return int(text)

@@ -28,6 +28,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     rj.SLOT_NOT_FOUND: (404, "Slot not found"),
     rj.SLOT_EXISTS: (409, "Slot already exists"),
     rj.SLOT_CLOSED: (409, "Slot is closed"),
+    rj.BOOKING_CLOSED: (409, "Booking closed"),
     rj.CAPACITY_EXHAUSTED: (409, "Capacity exhausted"),
     rj.CAPACITY_BELOW_RESERVED: (409, "Capacity below reserved units"),
     rj.TOTAL_CAPACITY_BELOW_RESERVED: (409, "Total capacity below reserved units"),

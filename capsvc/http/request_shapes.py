@@ -2,8 +2,9 @@
 
 `capsvc.http.parsing` decodes bodies with these types and `capsvc.http.openapi` publishes their
 JSON Schema, so what the server refuses and what `/openapi.json` promises cannot drift apart.
-What a Struct cannot say (`ends_at` after `starts_at`, unique slot ids, a real calendar date)
-is checked after decoding, in `parsing`, and described in each Struct's docstring.
+What a Struct cannot say (`ends_at` after `starts_at`, a slot on its pool's date and at most
+24 h long, unique slot ids, a real calendar date) is checked after decoding, in `parsing`, and
+described in each Struct's docstring.
 
 Numeric limits come from the configuration, so the Structs are built per `InputLimits`; the
 OpenAPI document shows the defaults.
@@ -35,6 +36,8 @@ TEXT_RE = r"^[^\x00-\x1f\x7f]*$" + END
 INTEGERS = (
     "Integers may be written `5` or `5.0` (the same JSON number); a fraction (`5.5`) is refused."
 )
+BOOKING_CUTOFF_MINUTES_MAX = 10_080  # a week: slots are on their pool's date
+SLOT_HOURS_MAX = 24
 
 # What each constraint means, in the words the problems use (keyed by the pattern msgspec
 # names in its error).
@@ -82,7 +85,8 @@ def _shapes(limits: InputLimits) -> Shapes:
     Capacity = Annotated[int, Meta(ge=0, le=limits.capacity_max, description=INTEGERS)]
 
     class SlotDefinition(Struct, forbid_unknown_fields=True):
-        """A slot. `ends_at` must be after `starts_at`."""
+        """A slot. `ends_at` must be after `starts_at`, by at most 24 hours, and the date of
+        `starts_at` (in its own UTC offset) must be the pool's `date`."""
 
         slot_id: Id
         starts_at: Timestamp
@@ -102,6 +106,16 @@ def _shapes(limits: InputLimits) -> Shapes:
         ]
         total_capacity: Capacity | None = None
         pool_id: Id | UnsetType = UNSET
+        booking_cutoff_minutes: Annotated[
+            int,
+            Meta(
+                ge=0,
+                le=BOOKING_CUTOFF_MINUTES_MAX,
+                description="A slot takes reservations until its `starts_at` minus this many "
+                "minutes (a started slot never does); after that, reserving answers 409 "
+                "`booking_closed`. Part of the definition: it cannot change. " + INTEGERS,
+            ),
+        ] = 0
 
     class PoolPatch(Struct, forbid_unknown_fields=True):
         """The pool-wide capacity cap; null removes it."""

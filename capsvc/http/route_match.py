@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import unquote
+
+import yarl
 
 from capsvc.http.routes import Route
 
@@ -62,13 +63,19 @@ class RouteMatcher:
         raw = url.partition(b"?")[0].decode("utf-8", "surrogateescape")
         parts = raw.split("/")
         if "%" in raw:
-            parts = [unquote(p, errors="surrogateescape") if "%" in p else p for p in parts]
+            parts = [_decoded(p) if "%" in p else p for p in parts]
         for template in self._templates:
             params = _params(template, parts)
             if params is not None:
                 route = template.methods.get(method)
                 return Match(route, params, template.path, template.allow)
         return None
+
+
+def _decoded(segment: str) -> str:
+    """One path segment's escapes decoded as aiohttp decodes them (yarl: UTF-8; an escape
+    that is not valid UTF-8 stays as it was, in upper case)."""
+    return yarl.URL("/" + segment).path[1:]
 
 
 def _params(template: _Template, parts: list[str]) -> dict[str, str] | None:

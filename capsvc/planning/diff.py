@@ -6,8 +6,8 @@ None for a pool that does not exist yet) and classifies every difference:
 - `created`: a new pool (one PUT), or a new slot in an existing pool (one POST);
 - `raised` / `lowered`: a slot's capacity or the pool's total_capacity (one PATCH each);
 - `refused`: what the service would refuse, with the code it would answer: capacity below
-  what is reserved, a slot whose times differ (slots cannot move), a pool whose kind, region
-  or date differ, too many slots.
+  what is reserved, a slot whose times differ (slots cannot move), a pool whose kind, region,
+  date or (when the plan states it) booking cut-off differ, too many slots.
 
 Slots the plan does not mention are left as they are (a plan never removes or closes a slot).
 Applying the same plan twice changes nothing the second time.
@@ -117,7 +117,9 @@ class PlanDiff:
 
 def diff_plan(plan: Plan, current: Mapping[str, dict[str, Any] | None], slots_max: int) -> PlanDiff:
     """`current` maps every planned pool id to its pool view now (None: no such pool)."""
-    pools = tuple(diff_pool(p, current.get(p.pool_id), slots_max) for p in plan.pools)
+    pools = tuple(
+        diff_pool(p, current.get(p.pool_id), slots_max, plan.states_cutoff) for p in plan.pools
+    )
     summary = dict.fromkeys((*CHANGE_KINDS, "unchanged_pools"), 0)
     for pool in pools:
         for change in pool.changes:
@@ -127,7 +129,14 @@ def diff_plan(plan: Plan, current: Mapping[str, dict[str, Any] | None], slots_ma
     return PlanDiff(pools, plan.rows, summary)
 
 
-def diff_pool(planned: PlannedPool, now: dict[str, Any] | None, slots_max: int) -> PoolDiff:
+def diff_pool(
+    planned: PlannedPool,
+    now: dict[str, Any] | None,
+    slots_max: int,
+    states_cutoff: bool = True,
+) -> PoolDiff:
+    """`states_cutoff`: the plan has a booking_cutoff_minutes column (without one, an
+    existing pool's cut-off is not compared)."""
     d = planned.definition
     path = f"/v1/admin/pools/{d.pool_id}"
     if now is None:
@@ -136,6 +145,7 @@ def diff_pool(planned: PlannedPool, now: dict[str, Any] | None, slots_max: int) 
             "region": d.region,
             "date": d.date,
             "total_capacity": d.total_capacity,
+            "booking_cutoff_minutes": d.booking_cutoff_minutes,
             "slots": [_slot_body(s) for s in d.slots],
         }
         units = sum(s.capacity for s in d.slots)
@@ -151,8 +161,10 @@ def diff_pool(planned: PlannedPool, now: dict[str, Any] | None, slots_max: int) 
         )
     changes: list[Change] = []
     steps: list[Step] = []
-    for name in ("kind", "region", "date"):
-        if now[name] != getattr(d, name):
+    fixed = ("kind", "region", "date", "booking_cutoff_minutes") if states_cutoff else (
+        "kind", "region", "date")
+    for name in fixed:
+        if now.get(name, 0) != getattr(d, name):
             changes.append(
                 Change(
                     REFUSED,

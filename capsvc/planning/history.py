@@ -22,7 +22,9 @@ from capsvc.domain.wording import counted
 from capsvc.storage.log import StoredEvent
 
 MINUTE_MS = 60_000
-_BOOKINGS = ("CapacityReserved", "ReservationReleased")
+# Customers' events, counted per minute; a keyed refusal (ReservationRefused) changes no
+# capacity, so it is only counted (`refusals`): a flash sale must not flood the timeline.
+_BOOKINGS = ("CapacityReserved", "ReservationReleased", "ReservationRefused")
 
 
 def fold_until(
@@ -78,6 +80,7 @@ class _Timeline:
                 "reserved_units": 0,
                 "releases": 0,
                 "released_units": 0,
+                "refusals": 0,
                 "slots": {},
                 "summary": "",
             }
@@ -92,6 +95,8 @@ class _Timeline:
             bucket["reserved_units"] += units
             per_slot = bucket["slots"].setdefault(slot, {"reserved_units": 0, "released_units": 0})
             per_slot["reserved_units"] += units
+        elif event["type"] == "ReservationRefused":
+            bucket["refusals"] += 1
         else:
             bucket["releases"] += 1
             known = self.units.get(data["reservation_id"])
@@ -167,4 +172,6 @@ def _bookings_summary(bucket: dict[str, Any]) -> str:
         if bucket["released_units"]:
             text += f" (−{counted(bucket['released_units'], 'unit')})"
         parts.append(text)
+    if bucket["refusals"]:
+        parts.append(f"{counted(bucket['refusals'], 'refusal')} remembered under their keys")
     return ", ".join(parts)

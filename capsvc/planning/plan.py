@@ -2,8 +2,9 @@
 current pools back out in the same shape (so an export, edited and applied, round-trips).
 
 One row per slot: `pool_id, kind, region, date, slot_id, starts_at, ends_at, capacity,
-total_capacity`. The rows of one pool must agree on kind, region, date and total_capacity
-(empty total_capacity: no pool-wide cap). Every row is checked with the API's own validators,
+total_capacity`, and optionally `booking_cutoff_minutes` (exports write it; a plan without the
+column leaves existing pools' cut-offs alone, and new pools get 0). The rows of one pool must
+agree on kind, region, date, total_capacity (empty: no pool-wide cap) and the cut-off. Every row is checked with the API's own validators,
 and every bad row is reported (by its spreadsheet line, the header being line 1): a plan is
 applied whole or not at all.
 """
@@ -32,10 +33,11 @@ COLUMNS = (
     "capacity",
     "total_capacity",
 )
+OPTIONAL_COLUMNS = ("booking_cutoff_minutes",)
 PLAN_ROWS_MAX = 10_000
 PLAN_BODY_MAX_BYTES = 4 * 1024 * 1024
 ERRORS_SHOWN_MAX = 200  # a plan with thousands of bad rows reports the first ones
-_POOL_FIELDS = ("kind", "region", "date", "total_capacity")
+_POOL_FIELDS = ("kind", "region", "date", "total_capacity", "booking_cutoff_minutes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class PlannedPool:
 class Plan:
     pools: tuple[PlannedPool, ...]
     rows: int
+    states_cutoff: bool = False  # the plan has a booking_cutoff_minutes column
 
 
 class PlanInvalid(Exception):
@@ -132,13 +135,15 @@ def read_plan(data: bytes, limits: parsing.InputLimits, rows_max: int = PLAN_ROW
         raise PlanInvalid(errors, len(body))
     if not pools:
         raise PlanInvalid([RowError(header_line, None, "the plan has a header but no rows")], 0)
-    return Plan(tuple(b.build() for b in pools.values()), len(body))
+    return Plan(
+        tuple(b.build() for b in pools.values()), len(body), OPTIONAL_COLUMNS[0] in index
+    )
 
 
 def _header_index(header: list[str], line: int) -> dict[str, int]:
     names = [h.strip().lower() for h in header]
     missing = [c for c in COLUMNS if c not in names]
-    unknown = [n for n in names if n not in COLUMNS]
+    unknown = [n for n in names if n not in COLUMNS and n not in OPTIONAL_COLUMNS]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     problems = []
     if missing:
@@ -158,7 +163,7 @@ def _header_index(header: list[str], line: int) -> dict[str, int]:
             ],
             0,
         )
-    return {name: names.index(name) for name in COLUMNS}
+    return {name: names.index(name) for name in (*COLUMNS, *OPTIONAL_COLUMNS) if name in names}
 
 
 class _Builder:
@@ -199,7 +204,8 @@ class _Builder:
     def build(self) -> PlannedPool:
         f = self.first
         definition = cmd.DefinePool(
-            f.pool_id, f.kind, f.region, f.date, f.total_capacity, tuple(self.slots)
+            f.pool_id, f.kind, f.region, f.date, f.total_capacity, tuple(self.slots),
+            f.booking_cutoff_minutes,
         )
         return PlannedPool(definition, self.line, dict(self.slot_lines))
 
@@ -213,7 +219,7 @@ def export_csv(pools: Iterable[dict[str, Any]]) -> str:
     date, kind and pool id, slots in their pool's order."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
+    writer.writerow((*COLUMNS, *OPTIONAL_COLUMNS))
     for pool in sorted(pools, key=lambda p: (p["date"], p["kind"], p["pool_id"])):
         total = "" if pool["total_capacity"] is None else pool["total_capacity"]
         for slot in pool["slots"]:
@@ -228,6 +234,7 @@ def export_csv(pools: Iterable[dict[str, Any]]) -> str:
                     slot["ends_at"],
                     slot["capacity"],
                     total,
+                    pool.get("booking_cutoff_minutes", 0),
                 )
             )
     return out.getvalue()

@@ -48,9 +48,10 @@ async def follow_worker(
         started = loop.time()
         # Paged: a worker with many pools sends at most FEED_PAGE_POOLS per shard an answer,
         # so the first load is many quick answers instead of one that outlives the timeout.
-        # Compact rows: a fraction of a whole view's cost to render and parse (a worker from
-        # before them ignores `rows` and sends views, which the model reads too).
-        path = (f"{INTERNAL_FEED}?wait_ms={wait_ms}&limit={FEED_PAGE_POOLS}&rows=1"
+        # Compact rows: a fraction of a whole view's cost to render and parse; `rows=2`: with
+        # each pool's booking cut-off (a worker from before cut-offs does not know `rows=2`
+        # and sends whole views, which the model reads too, as cut-off 0).
+        path = (f"{INTERNAL_FEED}?wait_ms={wait_ms}&limit={FEED_PAGE_POOLS}&rows=2"
                 f"&since={model.since_parameter()}")
         try:
             answer = await _poll(worker, path, timeout_ms / 1000)

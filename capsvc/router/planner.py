@@ -450,7 +450,9 @@ def _etag(
     digest = hashlib.sha256()
     digest.update(json.dumps([region, kind, dates, regions, days]).encode())
     for pool in pools:
-        digest.update(f"{pool['pool_id']}@{pool['version']};".encode())
+        # bookable changes with no new version when a slot passes its booking cut-off
+        bookable = "".join("1" if slot["bookable"] else "0" for slot in pool["slots"])
+        digest.update(f"{pool['pool_id']}@{pool['version']}:{bookable};".encode())
     return f'"{digest.hexdigest()[:32]}"'
 
 

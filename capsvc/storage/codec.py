@@ -17,13 +17,16 @@ import msgspec
 
 from capsvc.domain import events as ev
 from capsvc.domain.invariants import check_reservations
-from capsvc.domain.pool import KeyRetention, Pool, Reservation, Slot
+from capsvc.domain.pool import KeyRetention, KeyTarget, Pool, Refusal, Reservation, Slot
+from capsvc.domain.rejections import Rejection
 
 if TYPE_CHECKING:
     from capsvc.storage.log import StoredEvent
 
 EVENT_SCHEMA: dict[str, int] = {t.__name__: 1 for t in ev.EVENT_TYPES}
-SNAPSHOT_SCHEMA = 2  # 1: one JSON object (still read); 2: see encode_snapshot
+EVENT_SCHEMA["PoolDefined"] = 2  # v2: booking_cutoff_minutes
+# 1: one JSON object (still read); 2: header and columns (still read); 3: see encode_snapshot
+SNAPSHOT_SCHEMA = 3
 
 # (event type, stored version) -> function turning that body into the next version's body
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -38,6 +41,8 @@ def _slot_spec_v0(spec: dict[str, Any]) -> list[Any]:
 UPCASTERS[("PoolDefined", 0)] = lambda d: {**d, "slots": [_slot_spec_v0(s) for s in d["slots"]]}
 UPCASTERS[("SlotAdded", 0)] = lambda d: {**d, "slot": _slot_spec_v0(d["slot"])}
 UPCASTERS[("CapacityReserved", 0)] = lambda d: {**d, "order_ref": None}
+# v1 pools were defined before booking cut-offs: bookable until their slots start.
+UPCASTERS[("PoolDefined", 1)] = lambda d: {**d, "booking_cutoff_minutes": 0}
 
 _BY_NAME: dict[str, type] = {t.__name__: t for t in ev.EVENT_TYPES}
 _FIELDS: dict[type, tuple[str, ...]] = {t: t.__slots__ for t in ev.EVENT_TYPES}
@@ -141,8 +146,10 @@ def _header(pool: Pool) -> dict[str, Any]:
         "region": pool.region,
         "date": pool.date,
         "total_capacity": pool.total_capacity,
+        "booking_cutoff_minutes": pool.booking_cutoff_minutes,
         "version": pool.version,
         "reservation_count": pool.reservation_count,
+        "refusal_count": pool.refusal_count,
         "slots": [
             [s.slot_id, s.starts_at, s.ends_at, s.capacity, s.reserved, s.open]
             for s in pool.slots.values()
@@ -159,29 +166,41 @@ def snapshot_state(pool: Pool) -> dict[str, Any]:
             [r.reservation_id, r.slot_id, r.units, r.order_ref, r.idempotency_key, r.active]
             for r in pool.reservations.values()
         ],
-        "keys": [[k, rid, at] for k, (rid, at) in pool.keys.items()],
+        # a key bound to a refusal: the refusal as a list (Refusal.as_list) in place of an id
+        "keys": [
+            [k, target if isinstance(target, str) else target.as_list(), at]
+            for k, (target, at) in pool.keys.items()
+        ],
     }
 
 
 def encode_snapshot(pool: Pool) -> str:
-    """Snapshot schema 2: a header line (the pool and its slots, everything `pool_view` needs)
-    and, if the pool ever had a reservation, a second line with its reservations and keys as
-    columns. Recovery decodes the header at once and the second line on first use."""
+    """Snapshot schema 3: a header line (the pool and its slots, everything `pool_view` needs)
+    and, if the pool ever had a reservation or a keyed refusal, a second line with its
+    reservations and keys as columns. Recovery decodes the header at once and the second line
+    on first use. (Schema 2 is the same without the cut-off and the refusals column.)"""
     header = _dumps(_header(pool))
     deferred = pool.deferred
-    if isinstance(deferred, _Columns) and not pool.added_while_deferred:
+    if isinstance(deferred, _Columns) and deferred.schema == SNAPSHOT_SCHEMA and not (
+        pool.added_while_deferred
+    ):
         return f"{header}\n{deferred.text}"  # still as the last snapshot stored them
-    if pool.reservation_count == 0:
+    if pool.reservation_count == 0 and not pool.keys:
         return header
     return f"{header}\n{_encode_columns(pool)}"
 
 
 def _encode_columns(pool: Pool) -> str:
+    """[reservation ids, slot rows, units, order refs, keys, active flags, key rows, key
+    times, refusals]. A key row is its reservation's row, or (a key bound to a refusal)
+    the number of reservations plus the refusal's index in the last column."""
     reservations = list(pool.reservations.values())
     slot_row = {slot_id: i for i, slot_id in enumerate(pool.slots)}
     ids = [r.reservation_id for r in reservations]
     row_of = dict(zip(ids, range(len(ids)), strict=True))
-    remembered = list(pool.keys.values())  # (reservation id, time), oldest first
+    remembered = list(pool.keys.values())  # (reservation id or refusal, time), oldest first
+    refusals = [target for target, _ in remembered if isinstance(target, Refusal)]
+    refusal_rows = iter(range(len(ids), len(ids) + len(refusals)))
     return _dumps(
         [
             ids,
@@ -190,25 +209,34 @@ def _encode_columns(pool: Pool) -> str:
             [r.order_ref for r in reservations],
             [r.idempotency_key for r in reservations],
             "".join(["1" if r.active else "0" for r in reservations]),
-            [row_of[rid] for rid, _ in remembered],
+            [row_of[t] if isinstance(t, str) else next(refusal_rows) for t, _ in remembered],
             [at_ms for _, at_ms in remembered],
+            [refusal.as_list() for refusal in refusals],
         ]
     )
 
 
+def _refusal(pool: Pool, stored: list[Any]) -> Refusal:
+    key, slot_id, units, order_ref, code, detail, fields = stored
+    slot = pool.slots.get(slot_id)
+    return Refusal(key, slot_id if slot is None else slot.slot_id, units, order_ref,
+                   Rejection(code, detail, fields))
+
+
 class _Columns:
-    """The undecoded reservations and keys of a schema 2 snapshot (see `Pool.defer`)."""
+    """The undecoded reservations and keys of a schema 2 or 3 snapshot (see `Pool.defer`)."""
 
-    __slots__ = ("text",)
+    __slots__ = ("text", "schema")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, schema: int) -> None:
         self.text = text
+        self.schema = schema
 
     def __call__(self, pool: Pool) -> None:
         try:
-            ids, slot_rows, units, order_refs, keys, active, key_rows, key_times = _load_part(
-                self.text
-            )
+            columns = _load_part(self.text)
+            stored_refusals = columns.pop() if self.schema >= 3 else []
+            ids, slot_rows, units, order_refs, keys, active, key_rows, key_times = columns
             if not len(ids) == len(slot_rows) == len(units) == len(order_refs) == len(keys):
                 raise ValueError("columns of different lengths")
             if len(active) != len(ids) or len(key_rows) != len(key_times):
@@ -224,29 +252,59 @@ class _Columns:
                 map("1".__eq__, active),
             )
             reservations = dict(zip(ids, rows, strict=True))
-            remembered = OrderedDict(
-                zip(
-                    map(keys.__getitem__, key_rows),
-                    zip(map(ids.__getitem__, key_rows), key_times, strict=True),
-                    strict=True,
+            if stored_refusals:
+                remembered = _keys_with_refusals(pool, ids, keys, key_rows, key_times,
+                                                 stored_refusals)
+            else:  # the common case: every key made a reservation
+                remembered = OrderedDict(
+                    zip(
+                        map(keys.__getitem__, key_rows),
+                        zip(map(ids.__getitem__, key_rows), key_times, strict=True),
+                        strict=True,
+                    )
                 )
-            )
-        except (ValueError, TypeError, KeyError, IndexError) as e:
+        except (ValueError, TypeError, KeyError, IndexError, AssertionError) as e:
             raise CodecError(f"cannot decode the reservations of {pool.pool_id}: {e}") from e
         pool.restore(reservations, remembered)
 
 
+def _keys_with_refusals(
+    pool: Pool,
+    ids: list[str],
+    keys: list[str | None],
+    key_rows: list[int],
+    key_times: list[int],
+    stored_refusals: list[list[Any]],
+) -> OrderedDict[str, tuple[KeyTarget, int]]:
+    refusals = [_refusal(pool, stored) for stored in stored_refusals]
+    remembered: OrderedDict[str, tuple[KeyTarget, int]] = OrderedDict()
+    for row, at_ms in zip(key_rows, key_times, strict=True):
+        if row < len(ids):
+            key = keys[row]
+            assert key is not None, f"key row {row} names a reservation without a key"
+            remembered[key] = (ids[row], at_ms)
+        else:
+            refusal = refusals[row - len(ids)]
+            remembered[refusal.idempotency_key] = (refusal, at_ms)
+    return remembered
+
+
 def decode_snapshot(schema: int, body: str, retention: KeyRetention) -> Pool:
-    """A pool from its snapshot. Schema 2 leaves the reservations and keys undecoded until
-    first use (`Pool.defer`); schema 1 (one JSON object) is decoded whole."""
-    if schema not in (1, SNAPSHOT_SCHEMA):
-        raise CodecError(f"snapshot schema v{schema} is not v1 or v{SNAPSHOT_SCHEMA}")
+    """A pool from its snapshot. Schemas 2 and 3 leave the reservations and keys undecoded
+    until first use (`Pool.defer`); schema 1 (one JSON object) is decoded whole. Snapshots
+    from before booking cut-offs (schemas 1 and 2) have none: cut-off 0."""
+    if schema not in (1, 2, SNAPSHOT_SCHEMA):
+        raise CodecError(f"snapshot schema v{schema} is not v1, v2 or v{SNAPSHOT_SCHEMA}")
     header, newline, columns = body.partition("\n")
     try:
         d = _load_part(header)
-        pool = Pool(d["pool_id"], d["kind"], d["region"], d["date"], d["total_capacity"], retention)
+        cutoff = d["booking_cutoff_minutes"] if schema == SNAPSHOT_SCHEMA else d.get(
+            "booking_cutoff_minutes", 0)  # a schema 1 body written by `snapshot_state` has it
+        pool = Pool(d["pool_id"], d["kind"], d["region"], d["date"], d["total_capacity"],
+                    retention, cutoff)
         pool.version = d["version"]
         pool.reservation_count = d["reservation_count"]
+        pool.refusal_count = d.get("refusal_count", 0)  # schema 3 (a count, for sizing only)
         slots = []
         for slot_id, starts_at, ends_at, capacity, reserved, is_open in d["slots"]:
             slot = Slot(slot_id, starts_at, ends_at, capacity)
@@ -257,7 +315,7 @@ def decode_snapshot(schema: int, body: str, retention: KeyRetention) -> Pool:
         if schema == 1:
             _restore_v1(pool, d)
         elif newline:
-            pool.defer(_Columns(columns), check_reservations)
+            pool.defer(_Columns(columns, schema), check_reservations)
         elif pool.reservation_count:
             raise CodecError(f"snapshot of {pool.pool_id} lacks its reservations")
         return pool
@@ -271,7 +329,11 @@ def _restore_v1(pool: Pool, d: dict[str, Any]) -> None:
         rid: Reservation(rid, slot_ids.get(slot_id, slot_id), units, order_ref, key, active)
         for rid, slot_id, units, order_ref, key, active in d["reservations"]
     }
-    pool.restore(reservations, OrderedDict((k, (rid, at)) for k, rid, at in d["keys"]))
+    keys: OrderedDict[str, tuple[KeyTarget, int]] = OrderedDict(
+        (k, (target if isinstance(target, str) else _refusal(pool, target), at))
+        for k, target, at in d["keys"]
+    )
+    pool.restore(reservations, keys)
 
 
 def stored_event_view(stored: StoredEvent) -> dict[str, Any]:

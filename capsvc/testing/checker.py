@@ -21,12 +21,13 @@ Properties, per pool (`check`):
    afterwards (active, unless a release of it was acknowledged or may have happened).
 3. Every `Idempotency-Key` is applied at most once (one `CapacityReserved` per key), every
    successful answer for one key is identical, a key whose every attempt was refused with
-   "not applied" is absent from the log, and no reservation appears from nowhere.
+   "not applied" is absent from the log, no reservation appears from nowhere, and a key bound
+   to a refusal (`ReservationRefused`) is never applied after it.
 4. Every answer matches the log at the version it reports (`X-Capsvc-Version`, a read's
    `version`): a reserve's event is at that version and was stamped with the reported epoch
    (`X-Capsvc-Epoch`); a read's numbers equal the log's state at its version; a
-   `capacity_exhausted` refusal saw no room at its version; the final view equals the whole
-   log.
+   `capacity_exhausted` refusal saw no room at its version (a replayed one: at the version of
+   the refusal its key is bound to); the final view equals the whole log.
 5. Linearizable writes and reads, by version: an operation that completed before another was
    invoked sits at an earlier position (write at v: (v, 0); read or refusal or replay of v:
    (v, 1)); for each client this includes read-your-writes. Epochs never go back as versions
@@ -137,6 +138,8 @@ class Replay:
     keys: dict[str, list[str]]  # idempotency key -> reservation ids applied with it
     epochs: dict[int, int]  # version -> epoch stamped on its event
     types: dict[int, str]  # version -> event type
+    # idempotency key -> the ReservationRefused data (+ "version") that bound it to a refusal
+    refused: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def replay(facts: PoolFacts, report: Report) -> Replay:
@@ -201,6 +204,9 @@ def _apply(s: State, event: dict[str, Any], out: Replay, report: Report, pool: s
         out.released[rid] = event["version"]
         s.reserved[created["slot_id"]] -= created["units"]
         s.total_reserved -= created["units"]
+    elif kind == "ReservationRefused":  # binds a key to a refusal; changes no capacity
+        out.refused.setdefault(d["idempotency_key"], []).append(
+            {**d, "version": event["version"]})
     else:
         report.add(f"{pool}: unknown event type {kind}")
     return s
@@ -273,6 +279,12 @@ def _check_keys(pool: str, ops: list[Op], r: Replay, report: Report) -> None:
         if all(op.outcome == "fail" for op in same) and key in r.keys:
             report.add(f"{pool}: key {key} was refused as not applied, yet applied as "
                        f"{r.keys[key]}")
+    for key, refusals in r.refused.items():  # a key told "no" never books (within retention)
+        told_no = refusals[0]["version"]
+        booked = [rid for rid in r.keys.get(key, ()) if r.created[rid]["version"] > told_no]
+        if booked:
+            report.add(f"{pool}: key {key} was bound to a {refusals[0]['code']} refusal at "
+                       f"version {told_no}, yet applied as {booked}")
     if all(op.key is not None for op in ops if op.kind == "reserve"):
         for key in r.keys:
             if key not in keyed and ops:
@@ -308,6 +320,14 @@ def _check_answers(f: PoolFacts, ops: list[Op], r: Replay, report: Report) -> No
                 report.add(f"{pool}: acknowledged reservation {op.reservation_id} is "
                            f"{final['status']} though nobody released it")
         elif op.kind == "reserve" and op.code == "capacity_exhausted" and v is not None:
+            if op.replayed:  # answered from the refusal its key is bound to: judge that one
+                bound = [e for e in r.refused.get(op.key or "", ()) if e["version"] <= v
+                         and e["code"] == op.code]
+                if not bound:
+                    report.add(f"{pool}: {_name(op)} replayed a refusal the log does not hold "
+                               f"by version {v}")
+                    continue
+                v = bound[-1]["version"]
             state = r.states[v]
             if op.slot_id in state.capacity and state.available(op.slot_id) >= op.units:
                 report.add(f"{pool}: {_name(op)} refused capacity_exhausted at version {v}, "
@@ -453,7 +473,8 @@ class SearchTooLarge(Exception):
 def _check_wing_gong(f: PoolFacts, ops: list[Op], report: Report) -> None:
     if not f.events or f.events[0]["type"] != "PoolDefined":
         return
-    if any(e["type"] not in ("PoolDefined", "CapacityReserved", "ReservationReleased")
+    if any(e["type"] not in ("PoolDefined", "CapacityReserved", "ReservationReleased",
+                             "ReservationRefused")
            for e in f.events):
         return  # the model keeps capacities fixed
     d = f.events[0]["data"]
@@ -475,7 +496,7 @@ def linearize(ops: list[Op], capacity: dict[str, int], total_capacity: int | Non
                 if (op.kind in ("reserve", "release") and op.outcome == "unknown")
                 or (op.kind in ("reserve", "release", "read_pool") and op.outcome == "ok")
                 or (op.kind == "reserve" and op.outcome == "rejected"
-                    and op.code == "capacity_exhausted")]
+                    and op.code == "capacity_exhausted" and not op.replayed)]
     n = len(relevant)
     must = sum(1 << i for i, op in enumerate(relevant) if op.outcome != "unknown")
     slots = sorted(capacity)

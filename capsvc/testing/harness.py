@@ -4,6 +4,7 @@ deadlines, and talks HTTP to it. Used by every integration test."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -142,8 +143,19 @@ async def request(session: aiohttp.ClientSession, base: str, method: str, path: 
         return response.status, payload, dict(response.headers)
 
 
+def days_from_today(days: int) -> str:
+    """A date relative to today (UTC), YYYY-MM-DD: test data whose slots stay bookable (a slot
+    that has started, or passed its pool's booking cut-off, takes no reservation)."""
+    return (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days)).isoformat()
+
+
+# The day after tomorrow: every slot on it, in any UTC offset (+14:00 included), starts after
+# now, whatever the time of day. Test pools use it unless they need another day.
+SOON = days_from_today(2)
+
+
 def pool_body(slots: list[tuple[str, int]], kind: str = "logistics", region: str = "sg-north",
-              date: str = "2026-12-01", total_capacity: int | None = None) -> dict[str, Any]:
+              date: str = SOON, total_capacity: int | None = None) -> dict[str, Any]:
     return {
         "kind": kind, "region": region, "date": date, "total_capacity": total_capacity,
         "slots": [

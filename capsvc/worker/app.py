@@ -99,6 +99,8 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 def _render(result: CommandResult) -> web.Response:
     if result.rejection is not None:
         response = rejection_problem(result.rejection)
+        if result.replayed:  # a refusal the key is bound to
+            response.headers["Idempotent-Replayed"] = "true"
     elif result.replayed:
         response = _json(result.body, 201, {"Idempotent-Replayed": "true"})
     else:
@@ -134,7 +136,12 @@ async def change_total_capacity(request: web.Request) -> web.Response:
 async def add_slot(request: web.Request) -> web.Response:
     pool_id = parsing.path_id(request.match_info, "pool_id")
     body = await parsing.read_json_object(request)
-    slot = parsing.parse_slot(body, "", input_limits(request.app[CONFIG]))
+    # A pool's date never changes once defined, so checking against it here, before the
+    # command is queued, is as good as checking in the writer (no pool: 404 from decide).
+    pool = _shard(request, pool_id).read_pool(pool_id)
+    slot = parsing.parse_slot(
+        body, "", input_limits(request.app[CONFIG]), None if pool is None else pool.date
+    )
     result = await _execute(request, cmd.AddSlot(pool_id, slot))
     if result.rejection is None:
         return _with_order(_json(result.body, 201), result)

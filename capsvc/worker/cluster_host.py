@@ -207,7 +207,9 @@ class ClusterShardHost:
             await shard.drain()  # stop taking commands, finish the queue, checkpoint, close
             self.shards.pop(shard_id, None)
             self.after_close(shard_id)
-        self.waiting_for_file.pop(shard_id, None)
+        if self.waiting_for_file.pop(shard_id, None) is not None:
+            log.info("stopped waiting for the shard file: the shard goes elsewhere",
+                     extra={"shard": shard_id})
         claim = self.claims.pop(shard_id, None)
         if claim is not None:
             try:

@@ -4,7 +4,9 @@ the pools changed since the router's per-shard positions, waiting a little if no
 Answered by the worker's lean front (`front.py`), not aiohttp: under write load it is asked
 every `read_model.feed_interval_ms`, and aiohttp's request machinery cost more than the
 answer. With `rows=1` (routers that read compact rows) each pool is a `feed_row`, not a whole
-view, and a ready shard with nothing new is only listed in `unchanged`.
+view, and a ready shard with nothing new is only listed in `unchanged`; `rows=2` (routers that
+know booking cut-offs) adds the pool's cut-off at the end of each row. An older router asks
+`rows=1` and gets the rows it can read.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class FeedQuery:
     wait_ms: int
     limit: int  # pools per shard in one answer
     compact: bool  # rows, not views
+    with_cutoff: bool = False  # rows end with the pool's booking cut-off (rows=2)
 
 
 def parse_query(raw: bytes, wait_max_ms: int) -> FeedQuery:
@@ -45,7 +48,8 @@ def parse_query(raw: bytes, wait_max_ms: int) -> FeedQuery:
         positions,
         parsing.int_parameter("wait_ms", query.get("wait_ms"), 0, 0, wait_max_ms),
         parsing.int_parameter("limit", query.get("limit"), LIMIT_DEFAULT, 1, LIMIT_MAX),
-        query.get("rows") == "1",
+        query.get("rows") in ("1", "2"),
+        query.get("rows") == "2",
     )
 
 
@@ -72,7 +76,10 @@ def feed_answer(shards: Mapping[int, Shard], query: FeedQuery, worker: int) -> d
     """What changed, shard by shard. Synchronous: no shard can come or go while it runs."""
     out: dict[str, Any] = {}
     unchanged = []
-    render = feed_row if query.compact else availability_view
+    if query.compact:
+        render = feed_row_with_cutoff if query.with_cutoff else feed_row
+    else:
+        render = availability_view
     for shard_id, shard in shards.items():
         since = query.positions.get(shard_id, 0)
         full = since <= 0 or since > shard.last_seq  # unknown position: send everything
@@ -124,3 +131,11 @@ def feed_row(pool: Pool) -> list[Any]:
             for s in pool.slots.values()
         ],
     ]
+
+
+def feed_row_with_cutoff(pool: Pool) -> list[Any]:
+    """`feed_row` and the pool's booking cut-off in minutes: the router turns it into each
+    slot's closing instant with the domain's own arithmetic (`capsvc.domain.instants`)."""
+    row = feed_row(pool)
+    row.append(pool.booking_cutoff_minutes)
+    return row

@@ -186,7 +186,8 @@ class WorkerFront(LeanFront):
             order += headers.VERSION.encode() + b": %d\r\n" % result.version
         if result.rejection is not None:
             r = result.rejection
-            self.problem(request, r.code, r.detail, tail=order, **r.fields)
+            head = _REPLAYED if result.replayed else b""  # a refusal the key is bound to
+            self.problem(request, r.code, r.detail, head, order, **r.fields)
         elif result.replayed:
             self._json(request, 201, result.body, _REPLAYED, order)
         else:

@@ -30,6 +30,7 @@ from capsvc.sharding import shard_for_pool
 from capsvc.storage.log import StoredEvent
 from capsvc.storage.sqlite_log import SqliteEventLog
 from load.bench.procstat import rss_bytes
+from load.fixtures import days_ahead
 from load.service import CapsvcProcess
 
 SHARDS, WORKERS = 64, 2
@@ -37,7 +38,7 @@ SLOTS = tuple(f"{h:02d}00" for h in range(8, 20))
 
 
 def _definition(i: int) -> ev.PoolDefined:
-    date = f"2026-12-{1 + (i // 1000) % 28:02d}"
+    date = days_ahead(2 + (i // 1000) % 28)
     slots = tuple(ev.SlotSpec(s, f"{date}T{8 + n:02d}:00:00+08:00",
                               f"{date}T{9 + n:02d}:00:00+08:00", 100)
                   for n, s in enumerate(SLOTS))

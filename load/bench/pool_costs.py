@@ -36,6 +36,7 @@ from capsvc.domain.pool import KeyRetention, Pool
 from capsvc.shard.shard import Shard, ShardSettings
 from capsvc.storage.codec import decode_event, encode_event
 from capsvc.storage.sqlite_log import SqliteEventLog
+from load.fixtures import days_ahead
 
 SLOTS = tuple(f"{h:02d}00" for h in range(8, 20))
 HOT_POOL = "hot-pool"
@@ -43,7 +44,7 @@ HOT_POOL = "hot-pool"
 
 def definition(i: int) -> ev.PoolDefined:
     """The pools of load/bench/memory.py: 28 dates, 1,000 regions, 4 kinds, 12 slots each."""
-    date = f"2026-12-{1 + (i // 1000) % 28:02d}"
+    date = days_ahead(2 + (i // 1000) % 28)
     slots = tuple(
         ev.SlotSpec(s, f"{date}T{8 + n:02d}:00:00+08:00", f"{date}T{9 + n:02d}:00:00+08:00", 100)
         for n, s in enumerate(SLOTS)
@@ -68,7 +69,7 @@ def memory(pools: int) -> dict:
 
 class _Clock:
     def __init__(self) -> None:
-        self.now_ms = 1_900_000_000_000
+        self.now_ms = time.time_ns() // 1_000_000  # before the pools' slots (days ahead)
 
     def __call__(self) -> int:
         self.now_ms += 1
@@ -95,10 +96,9 @@ async def hot(reservations: int, warm: int, profile_it: bool) -> dict:
             _Clock(),
         )
         await shard.start()
-        slots = tuple(
-            ev.SlotSpec(s, "2026-12-01T08:00:00Z", "2026-12-01T09:00:00Z", 10**9) for s in SLOTS
-        )
-        await shard.submit(cmd.DefinePool(HOT_POOL, "van", "sg", "2026-12-01", None, slots))
+        day = days_ahead(2)
+        slots = tuple(ev.SlotSpec(s, f"{day}T08:00:00Z", f"{day}T09:00:00Z", 10**9) for s in SLOTS)
+        await shard.submit(cmd.DefinePool(HOT_POOL, "van", "sg", day, None, slots))
         await _reserve(shard, warm, 0)
         pauses: list[float] = []  # CPU seconds of the event loop's thread per checkpoint
         checkpoint = shard._checkpoint

@@ -42,6 +42,7 @@ from capsvc.storage.codec import EVENT_SCHEMA, SNAPSHOT_SCHEMA, encode_snapshot
 from capsvc.storage.log import StoredEvent, StoredSnapshot
 from capsvc.storage.sqlite_log import FILE_FORMAT, SqliteEventLog
 from load.bench.procstat import rss_bytes
+from load.fixtures import days_ahead
 from load.service import REPO
 
 POOLS = 1000
@@ -55,10 +56,11 @@ def generate(total: int, seed: int = 7) -> Iterator[tuple[str, ev.Event]]:
     rng = random.Random(seed)
     ids = [f"shard-pool-{i:05d}" for i in range(POOLS)]
     for pool_id in ids:
-        slots = tuple(ev.SlotSpec(s, f"2026-12-01T{8 + i:02d}:00:00+08:00",
-                                  f"2026-12-01T{9 + i:02d}:00:00+08:00", 1_000_000)
+        day = days_ahead(2)
+        slots = tuple(ev.SlotSpec(s, f"{day}T{8 + i:02d}:00:00+08:00",
+                                  f"{day}T{9 + i:02d}:00:00+08:00", 1_000_000)
                       for i, s in enumerate(SLOTS))
-        yield pool_id, ev.PoolDefined(pool_id, "logistics", "sg-north", "2026-12-01", None,
+        yield pool_id, ev.PoolDefined(pool_id, "logistics", "sg-north", day, None,
                                       slots)
     made = dict.fromkeys(ids, 0)
     active: dict[str, list[str]] = {p: [] for p in ids}

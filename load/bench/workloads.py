@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from itertools import count
 
 from capsvc.sharding import embedded_owner, shard_for_pool
+from load.fixtures import days_ahead
 
 REGIONS = tuple(f"r{i:02d}" for i in range(25))
-DATES = tuple(f"2026-12-{d:02d}" for d in range(1, 6))
+DATES = tuple(days_ahead(d) for d in range(2, 7))  # relative: past slots are not bookable
 KINDS = ("k0", "k1", "k2", "k3")
 SLOT_IDS = tuple(f"{h:02d}00" for h in range(8, 20))
 CAPACITY = 1_000_000

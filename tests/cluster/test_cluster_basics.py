@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from capsvc.testing.harness import wait_for
+from capsvc.testing.harness import days_from_today, wait_for
 from capsvc.testing.hosts import cluster_host, shard_owners, wait_balanced
 
+# Dates relative to today: slots in the past take no reservation.
+D1 = days_from_today(2)
 pytestmark = pytest.mark.cluster
 
 
@@ -50,7 +52,7 @@ def test_every_router_grid_follows_every_shard_and_catches_up_after_a_failover(t
             assert a.define_pool(pool_id, [("s", 1), ("t", 5)], region="grid")[0] == 201
 
         def bookable(host):
-            status, grid = host.get("/v1/availability?region=grid&date=2026-12-01")
+            status, grid = host.get(f"/v1/availability?region=grid&date={D1}")
             assert status == 200
             return {p["pool_id"]: [s["bookable"] for s in p["slots"]] for p in grid["pools"]}
 

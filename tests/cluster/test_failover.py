@@ -9,10 +9,12 @@ import time
 
 import pytest
 
-from capsvc.testing.harness import wait_for
+from capsvc.testing.harness import days_from_today, wait_for
 from capsvc.testing.history import Load, check
 from capsvc.testing.hosts import cluster_host, shard_owners, wait_balanced
 
+# Dates relative to today: slots in the past take no reservation.
+D1 = days_from_today(2)
 pytestmark = pytest.mark.cluster
 SESSION_TIMEOUT_S = 3.0
 CAPACITY = 100_000
@@ -202,7 +204,7 @@ def test_a_long_zookeeper_outage_stops_writes_keeps_reads_and_heals(cluster, zoo
     status, problem, headers = a.request("POST", f"/v1/pools/{pools[0]}/reservations",
                                          {"slot_id": "s"}, {"Idempotency-Key": "outage-1"})
     assert status == 503 and "Retry-After" in headers, problem
-    status, grid = a.get("/v1/availability?region=sg-north&date=2026-12-01")
+    status, grid = a.get(f"/v1/availability?region=sg-north&date={D1}")
     assert status == 200 and len(grid["pools"]) == len(pools)
     zookeeper.start()
     wait_balanced(a, workers=4, shard_count=8, timeout_s=30)

@@ -191,11 +191,14 @@ def test_a_frozen_host_leaves_the_other_ready_and_the_cluster_scope_names_its_sh
     not_ready = [(x.status, x.body) for x in answers if x.path == HOST and x.status != 200]
     assert not not_ready, f"the other host's own readiness failed: {not_ready[:3]}"
     assert a.get(HOST)[0] == 200 and a.get(CLUSTER)[0] == 200
-    # one line when a wait begins and one when it ends, per shard: not one per retry
+    # one line when a wait begins and one when it ends, per shard: not one per retry (the
+    # freeze lasted some 16 retries); a wait ends with the file, or with the shard moving on
     log = a.log_text()
     held = log.count("shard file still held by its previous owner")
     assert 1 <= held <= len(frozen), held
-    assert log.count("shard file let go by its previous owner") == held
+    ended = (log.count("shard file let go by its previous owner")
+             + log.count("stopped waiting for the shard file"))
+    assert 1 <= ended <= held, (ended, held)
 
 
 def _files_held_by(host, shards: set[int], holder: str) -> bool:

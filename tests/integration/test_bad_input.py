@@ -8,8 +8,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from capsvc.testing.harness import Service, pool_body
+from capsvc.testing.harness import Service, days_from_today, pool_body
 
+# Dates relative to today: slots in the past take no reservation.
+D0 = days_from_today(1)
+D1 = days_from_today(2)
 pytestmark = pytest.mark.integration
 
 POOL = "bad-input-1"  # every bad request below targets this pool; it must never change
@@ -76,8 +79,8 @@ def define_slot(index: int, **fields: Any) -> dict[str, Any]:
     return body
 
 
-NEW_SLOT = {"slot_id": "new", "starts_at": "2026-12-01T20:00:00Z",
-            "ends_at": "2026-12-01T22:00:00Z", "capacity": 3}
+NEW_SLOT = {"slot_id": "new", "starts_at": f"{D1}T20:00:00Z",
+            "ends_at": f"{D1}T22:00:00Z", "capacity": 3}
 
 
 def new_slot(**fields: Any) -> dict[str, Any]:
@@ -161,20 +164,20 @@ DEFINE_CASES = [
           ("capacity-over-max", "slots[1].capacity", define_slot(1, capacity=1_000_001)),
           ("capacity-missing", "slots[0].capacity", define_slot(0, capacity=MISSING)),
           ("starts-at-no-offset", "slots[0].starts_at",
-           define_slot(0, starts_at="2026-12-01T08:00:00")),
+           define_slot(0, starts_at=f"{D1}T08:00:00")),
           ("ends-at-no-offset", "slots[0].ends_at",
-           define_slot(0, ends_at="2026-12-01T23:00:00")),
+           define_slot(0, ends_at=f"{D1}T23:00:00")),
           ("starts-at-month-13", "slots[0].starts_at",
            define_slot(0, starts_at="2026-13-01T08:00:00Z")),
           ("starts-at-tomorrow", "slots[0].starts_at", define_slot(0, starts_at="tomorrow")),
-          ("starts-at-date-only", "slots[0].starts_at", define_slot(0, starts_at="2026-12-01")),
+          ("starts-at-date-only", "slots[0].starts_at", define_slot(0, starts_at=D1)),
           ("starts-at-number", "slots[0].starts_at", define_slot(0, starts_at=1764547200)),
           ("ends-at-equals-starts-at", "slots[0].ends_at",
-           define_slot(0, ends_at="2026-12-01T00:00:00+08:00")),
+           define_slot(0, ends_at=f"{D1}T00:00:00+08:00")),
           ("ends-at-before-starts-at", "slots[1].ends_at",
-           define_slot(1, ends_at="2026-12-01T00:59:59+08:00")),
+           define_slot(1, ends_at=f"{D1}T00:59:59+08:00")),
           ("ends-at-equal-in-other-offset", "slots[0].ends_at",
-           define_slot(0, ends_at="2026-11-30T16:00:00Z")),
+           define_slot(0, ends_at=f"{D0}T16:00:00Z")),
       )],
 ]
 
@@ -216,16 +219,16 @@ ADD_SLOT_CASES = [
           ("capacity-over-max", "capacity", new_slot(capacity=1_000_001)),
           ("capacity-missing", "capacity", new_slot(capacity=MISSING)),
           ("starts-at-missing", "starts_at", new_slot(starts_at=MISSING)),
-          ("starts-at-no-offset", "starts_at", new_slot(starts_at="2026-12-01T20:00:00")),
-          ("ends-at-no-offset", "ends_at", new_slot(ends_at="2026-12-01T22:00:00")),
+          ("starts-at-no-offset", "starts_at", new_slot(starts_at=f"{D1}T20:00:00")),
+          ("ends-at-no-offset", "ends_at", new_slot(ends_at=f"{D1}T22:00:00")),
           ("starts-at-month-13", "starts_at", new_slot(starts_at="2026-13-01T20:00:00Z")),
           ("starts-at-tomorrow", "starts_at", new_slot(starts_at="tomorrow")),
           ("ends-at-equals-starts-at", "ends_at", new_slot(ends_at=NEW_SLOT["starts_at"])),
-          ("ends-at-before-starts-at", "ends_at", new_slot(ends_at="2026-12-01T19:00:00Z")),
+          ("ends-at-before-starts-at", "ends_at", new_slot(ends_at=f"{D1}T19:00:00Z")),
       )],
     *[case(f"add-slot/{name}", "POST", f"/v1/admin/pools/{SCRATCH}/slots", 422,
            "invalid_field", "starts_at", body=new_slot(slot_id=f"lenient-{name}", starts_at=ts))
-      for name, ts in (("starts-at-hour-only", "2026-12-01T20+00:00"),
+      for name, ts in (("starts-at-hour-only", f"{D1}T20+00:00"),
                        ("starts-at-iso-week-date", "2026-W49-2T20:00:00Z"))],
 ]
 
@@ -313,15 +316,15 @@ AVAILABILITY_CASES = [
          field)
     for name, query, field in (
         ("no-query", "", "region"),
-        ("no-region", "?date=2026-12-01", "region"),
-        ("empty-region", "?region=&date=2026-12-01", "region"),
-        ("bad-region", "?region=-north&date=2026-12-01", "region"),
+        ("no-region", f"?date={D1}", "region"),
+        ("empty-region", f"?region=&date={D1}", "region"),
+        ("bad-region", f"?region=-north&date={D1}", "region"),
         ("no-date", "?region=sg-north", "date"),
         ("date-month-13", "?region=sg-north&date=2026-13-01", "date"),
         ("date-tomorrow", "?region=sg-north&date=tomorrow", "date"),
         ("date-short-day", "?region=sg-north&date=2026-12-1", "date"),
-        ("date-trailing-newline", "?region=sg-north&date=2026-12-01%0A", "date"),
-        ("bad-kind", "?region=sg-north&date=2026-12-01&kind=a%20b", "kind"),
+        ("date-trailing-newline", f"?region=sg-north&date={D1}%0A", "date"),
+        ("bad-kind", f"?region=sg-north&date={D1}&kind=a%20b", "kind"),
     )
 ]
 

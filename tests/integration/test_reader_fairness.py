@@ -16,7 +16,7 @@ import time
 import aiohttp
 import pytest
 
-from capsvc.testing.harness import Service
+from capsvc.testing.harness import SOON, Service
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +119,7 @@ def test_reads_and_the_grid_keep_up_with_an_open_loop_writer_on_one_pool(tmp_pat
     # One worker: the hot pool, the calm pool and the feed share one process and event loop.
     service = Service(tmp_path / "data", workers=1, shard_count=4).start()
     try:
-        today = dt.date.today().isoformat()
+        today = SOON  # the pools' day: slots in the past take no reservation
         capacity = int(WRITE_RATE * WRITE_SECONDS)  # the writes sell it out exactly
         assert service.define_pool("hot", [("a", capacity)], region=REGION, date=today)[0] == 201
         assert service.define_pool("calm", [("a", 10)], region=REGION, date=today)[0] == 201

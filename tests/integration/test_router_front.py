@@ -4,7 +4,6 @@ LeanProtocol, which the worker also uses). Each of these failed on the old front
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import socket
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 
 from capsvc.config import load_config
 from capsvc.paths import worker_socket
-from capsvc.testing.harness import Service
+from capsvc.testing.harness import SOON, Service
 from tests.integration.test_worker_front import Reader, http
 
 pytestmark = pytest.mark.integration
@@ -24,7 +23,7 @@ POOL = "front-1"
 
 @pytest.fixture(scope="module", autouse=True)
 def front_pool(service):
-    day = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    day = SOON  # every slot on it, in any offset, starts after now
     assert service.define_pool(POOL, [("a", 1000)], date=day)[0] == 201
 
 
@@ -189,7 +188,7 @@ def twins(tmp_path_factory):
     base = tmp_path_factory.mktemp("twins")
     pair = [Service(base / name, workers=1, shard_count=4).start()
             for name in ("via-router", "at-worker")]
-    day = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    day = SOON  # every slot on it, in any offset, starts after now
     for svc in pair:
         assert svc.define_pool(TWIN_POOL, [("a", 1000), ("b", 1000)], date=day)[0] == 201
     worker = str(worker_socket(load_config(pair[1].config_path), 0))

@@ -14,10 +14,15 @@ import aiohttp
 import pytest
 
 from capsvc.http.routes import ROUTES
-from capsvc.testing.harness import ADMIN_TOKEN, Service, request, wait_for
+from capsvc.testing.harness import ADMIN_TOKEN, Service, days_from_today, request, wait_for
 
+# Dates relative to today: slots in the past take no reservation.
+D1 = days_from_today(2)
+D2 = days_from_today(3)
+D3 = days_from_today(4)
+D4 = days_from_today(5)
 pytestmark = pytest.mark.integration
-POOL = "sg-north:2026-12-01:logistics"
+POOL = f"sg-north:{D1}:logistics"
 
 
 def test_define_pool_is_idempotent_and_conflicts_are_refused(service):
@@ -109,8 +114,8 @@ def test_planner_changes_capacity_and_closes_slots(service):
     assert status == 200 and pool["slots"][0]["capacity"] == 4 and not pool["slots"][0]["open"]
     status, problem, _ = service.request("POST", "/v1/pools/plan-1/reservations", {"slot_id": "s"})
     assert (status, problem["code"]) == (409, "slot_closed")
-    slot = {"slot_id": "t", "starts_at": "2026-12-01T20:00:00Z",
-            "ends_at": "2026-12-01T22:00:00Z", "capacity": 3}
+    slot = {"slot_id": "t", "starts_at": f"{D1}T20:00:00Z",
+            "ends_at": f"{D1}T22:00:00Z", "capacity": 3}
     assert service.admin("POST", "/v1/admin/pools/plan-1/slots", slot)[0] == 201
     status, problem = service.admin("POST", "/v1/admin/pools/plan-1/slots", slot)
     assert (status, problem["code"]) == (409, "slot_exists")
@@ -125,7 +130,7 @@ def test_planner_changes_capacity_and_closes_slots(service):
 
 
 def test_admin_routes_need_the_bearer_token(service):
-    body = {"kind": "k", "region": "r", "date": "2026-12-01", "slots": []}
+    body = {"kind": "k", "region": "r", "date": D1, "slots": []}
     for headers in ({}, {"Authorization": "Bearer wrong-token-000000000"},
                     {"Authorization": ADMIN_TOKEN}):
         status, problem, h = service.request("PUT", "/v1/admin/pools/auth-1", body, headers)
@@ -150,12 +155,12 @@ def test_every_admin_route_of_the_table_answers_401_without_a_valid_token(servic
 
 
 def test_availability_grid_follows_within_a_second(service):
-    service.define_pool("grid-1", [("a", 1), ("b", 1)], region="grid-r", date="2026-12-02")
-    service.define_pool("grid-2", [("a", 1)], region="grid-r", date="2026-12-02",
+    service.define_pool("grid-1", [("a", 1), ("b", 1)], region="grid-r", date=D2)
+    service.define_pool("grid-2", [("a", 1)], region="grid-r", date=D2,
                         kind="warehouse")
 
     def grid(kind=""):
-        status, body = service.get(f"/v1/availability?region=grid-r&date=2026-12-02{kind}")
+        status, body = service.get(f"/v1/availability?region=grid-r&date={D2}{kind}")
         assert status == 200
         return body
 
@@ -171,8 +176,8 @@ def test_availability_grid_follows_within_a_second(service):
 def test_the_grid_is_the_same_on_a_connection_that_aiohttp_serves(service):
     """A connection whose first request is not a hot route is served by the router's aiohttp
     app to its end: a grid read there answers what the front's hit path answers."""
-    service.define_pool("grid-3", [("a", 2)], region="grid-s", date="2026-12-04")
-    path = "/v1/availability?region=grid-s&date=2026-12-04"
+    service.define_pool("grid-3", [("a", 2)], region="grid-s", date=D4)
+    path = f"/v1/availability?region=grid-s&date={D4}"
     wait_for(lambda: len(service.get(path)[1]["pools"]) == 1, 1.5, "the pool in the grid")
 
     async def both() -> tuple[bytes, bytes]:
@@ -192,8 +197,8 @@ def test_the_grid_is_the_same_on_a_connection_that_aiohttp_serves(service):
 
 
 def test_admin_listing_and_cluster_view(service):
-    service.define_pool("list-1", [("a", 3)], region="list-r", date="2026-12-03")
-    status, listing = service.admin("GET", "/v1/admin/pools?region=list-r&date=2026-12-03")
+    service.define_pool("list-1", [("a", 3)], region="list-r", date=D3)
+    status, listing = service.admin("GET", f"/v1/admin/pools?region=list-r&date={D3}")
     assert status == 200 and [p["pool_id"] for p in listing["pools"]] == ["list-1"]
     assert listing["pools"][0]["slots"][0]["capacity"] == 3
     status, cluster = service.admin("GET", "/v1/admin/cluster")

@@ -12,8 +12,10 @@ import pytest
 
 from capsvc.cli import main as capsvc_main
 from capsvc.sharding import shard_for_pool
-from capsvc.testing.harness import Service, wait_for
+from capsvc.testing.harness import Service, days_from_today, wait_for
 
+# Dates relative to today: slots in the past take no reservation.
+D1 = days_from_today(2)
 pytestmark = pytest.mark.integration
 
 
@@ -70,7 +72,7 @@ def test_disk_full_fails_writes_keeps_reads_and_recovers_by_itself(tmp_path):
             during = svc.get("/v1/pools/full-1")
             assert during[0] == 200
             assert during[1]["total_reserved"] >= before[1]["total_reserved"]
-            status, grid = svc.get("/v1/availability?region=sg-north&date=2026-12-01")
+            status, grid = svc.get(f"/v1/availability?region=sg-north&date={D1}")
             assert status == 200 and grid["pools"][0]["pool_id"] == "full-1"
             # The failed request changed nothing: retrying the same key later applies it once.
             reserved_during = during[1]["total_reserved"]

@@ -80,7 +80,8 @@ def test_an_old_file_takes_new_events_and_loads_again(legacy_file):
         shard = _shard(legacy_file)
         await shard.start()
         result = await shard.submit(cmd.ReserveCapacity(
-            BIKE, "am", 2, "key-4", "order-ref-4", "eeeeeeeeeeee", 1_800_000_000_000))
+            # the owner's clock before the legacy slot starts (2026-03-02T00:00Z)
+            BIKE, "am", 2, "key-4", "order-ref-4", "eeeeeeeeeeee", 1_772_000_000_000))
         await shard.drain()
         again = _shard(legacy_file)
         await again.start()

@@ -17,10 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from capsvc.testing.harness import ADMIN_TOKEN, REPO
+from capsvc.testing.harness import ADMIN_TOKEN, REPO, days_from_today
 from tests.planner.conftest import day_body, http
 
 # the first test may install chromium (apt) and playwright (pip) before it starts
+# Dates relative to today: slots in the past take no reservation.
+D1 = days_from_today(2)
+D2 = days_from_today(3)
+D3 = days_from_today(4)
+D9 = days_from_today(10)
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -32,7 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 REGION = "ui-r"
-DAY = "2026-12-01"
+DAY = D1
 POOL = f"{REGION}:{DAY}:logistics"
 CELL = f"[data-key='{POOL}|0800-1000']"
 
@@ -89,8 +94,8 @@ def seed(svc) -> None:
     for date, kind, capacity in (
         (DAY, "logistics", 10),
         (DAY, "warehouse", 120),
-        ("2026-12-02", "logistics", 10),
-        ("2026-12-02", "warehouse", 120),
+        (D2, "logistics", 10),
+        (D2, "warehouse", 120),
     ):
         status, body, _ = http(
             svc,
@@ -119,7 +124,7 @@ def seed(svc) -> None:
     http(
         svc,
         "PATCH",
-        f"/v1/admin/pools/{REGION}:2026-12-02:logistics/slots/1400-1600",
+        f"/v1/admin/pools/{REGION}:{D2}:logistics/slots/1400-1600",
         {"open": False},
     )
 
@@ -139,7 +144,7 @@ def test_a_planner_signs_in_reads_changes_and_looks_back(planner_service, browse
     page.fill("#token-input", "wrong-token-123456789")
     page.click("text=Sign in")
     page.wait_for_selector("#signin-error:has-text('refused')")
-    page.goto(f"{svc.url}/ui/#region={REGION}&from={DAY}&to=2026-12-02")
+    page.goto(f"{svc.url}/ui/#region={REGION}&from={DAY}&to={D2}")
     page.fill("#token-input", ADMIN_TOKEN)
     page.click("text=Sign in")
 
@@ -149,7 +154,7 @@ def test_a_planner_signs_in_reads_changes_and_looks_back(planner_service, browse
     assert groups == ["logistics", "warehouse"]
     assert page.locator(".board tbody th .day").count() == 4
     assert "full" in page.text_content(f"[data-key='{REGION}:{DAY}:logistics|1200-1400']")
-    closed = page.locator(f"[data-key='{REGION}:2026-12-02:logistics|1400-1600']")
+    closed = page.locator(f"[data-key='{REGION}:{D2}:logistics|1400-1600']")
     assert "closed" in closed.get_attribute("class") and "closed" in closed.text_content()
     assert page.evaluate("localStorage.length") == 0
     assert page.evaluate("Object.values(sessionStorage)") == [ADMIN_TOKEN]
@@ -238,23 +243,23 @@ def test_a_planner_copies_a_day_and_sees_a_bad_plan_refused(planner_service, bro
     # Copy the day onto the next two: a dry run first, then apply.
     page.click("#copy-day")
     assert page.input_value("#copy-source") == DAY
-    page.fill("#copy-from", "2026-12-02")
-    page.fill("#copy-to", "2026-12-03")
+    page.fill("#copy-from", D2)
+    page.fill("#copy-to", D3)
     page.click("#copy-form button[type=submit]")
     page.wait_for_selector("#plan-report .verdict:has-text('Dry run')")
     assert "4 created" in page.inner_text("#plan-report")
-    assert http(svc, "GET", "/v1/pools/ui-copy:2026-12-02:logistics", admin=False)[0] == 404
+    assert http(svc, "GET", f"/v1/pools/ui-copy:{D2}:logistics", admin=False)[0] == 404
     page.click("#plan-apply")
     page.wait_for_selector("#plan-report .verdict:has-text('Applied')")
-    pool = http(svc, "GET", "/v1/pools/ui-copy:2026-12-03:warehouse", admin=False)[1]
-    assert pool["slots"][0]["starts_at"] == "2026-12-03T08:00:00+08:00"
+    pool = http(svc, "GET", f"/v1/pools/ui-copy:{D3}:warehouse", admin=False)[1]
+    assert pool["slots"][0]["starts_at"] == f"{D3}T08:00:00+08:00"
     assert pool["slots"][0]["capacity"] == 8
 
     # A plan with a bad line is refused whole, line by line.
     page.fill(
         "#plan-text",
         "pool_id,kind,region,date,slot_id,starts_at,ends_at,capacity,"
-        "total_capacity\nui-copy:x,k,ui-copy,2026-12-09,s,soon,later,1,\n",
+        f"total_capacity\nui-copy:x,k,ui-copy,{D9},s,soon,later,1,\n",
     )
     page.click("#plan-preview")
     page.wait_for_selector("#plan-report .verdict.refused")
@@ -263,8 +268,8 @@ def test_a_planner_copies_a_day_and_sees_a_bad_plan_refused(planner_service, bro
     page.click("#plan-dialog [data-close]")
 
     # The copied days are on the board once the range shows them.
-    page.fill("#to-input", "2026-12-03")
+    page.fill("#to-input", D3)
     page.dispatch_event("#to-input", "change")
-    page.wait_for_selector("[data-key='ui-copy:2026-12-03:warehouse|0800-1000']")
+    page.wait_for_selector(f"[data-key='ui-copy:{D3}:warehouse|0800-1000']")
     assert not errors, errors
     page.close()

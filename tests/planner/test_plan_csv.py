@@ -139,6 +139,7 @@ def test_an_export_reads_back_as_the_same_plan():
             "region": "sg",
             "date": "2026-12-02",
             "total_capacity": 90,
+            "booking_cutoff_minutes": 45,
             "slots": [
                 {
                     "slot_id": "a",
@@ -171,12 +172,29 @@ def test_an_export_reads_back_as_the_same_plan():
         },
     ]
     text = export_csv(views)
-    assert text.splitlines()[0] == HEADER
+    assert text.splitlines()[0] == HEADER + ",booking_cutoff_minutes"
     plan = read_plan(text.encode(), LIMITS)
+    assert plan.states_cutoff
     assert [p.pool_id for p in plan.pools] == ["p1", "p2"]  # by date
     p1 = plan.pools[0].definition
     assert [(s.slot_id, s.capacity) for s in p1.slots] == [("b", 7), ("a", 3)]
     assert p1.total_capacity is None and plan.pools[1].definition.total_capacity == 90
+    assert (p1.booking_cutoff_minutes, plan.pools[1].definition.booking_cutoff_minutes) == (0, 45)
+
+
+def test_a_plan_without_the_cut_off_column_states_none_and_new_pools_get_0():
+    plan = read_plan(csv(row()), LIMITS)
+    assert not plan.states_cutoff and plan.pools[0].definition.booking_cutoff_minutes == 0
+
+
+def test_a_slot_off_its_pools_date_or_a_bad_cut_off_is_a_bad_row():
+    other_day = row(start="2030-01-01T08:00:00+08:00", end="2030-01-01T10:00:00+08:00")
+    with pytest.raises(PlanInvalid) as caught:
+        read_plan(csv(other_day), LIMITS)
+    assert caught.value.errors[0].field == "starts_at"
+    with pytest.raises(PlanInvalid) as caught:
+        read_plan(csv(row() + ",-5", header=HEADER + ",booking_cutoff_minutes"), LIMITS)
+    assert caught.value.errors[0].field == "booking_cutoff_minutes"
 
 
 def test_the_plan_error_counts_in_words():

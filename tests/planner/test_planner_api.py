@@ -14,9 +14,16 @@ import urllib.parse
 
 import pytest
 
-from capsvc.testing.harness import ADMIN_TOKEN, REPO, wait_for
+from capsvc.testing.harness import ADMIN_TOKEN, REPO, days_from_today, wait_for
 from tests.planner.conftest import day_body, http
 
+# Dates relative to today: slots in the past take no reservation.
+D1 = days_from_today(2)
+D2 = days_from_today(3)
+D3 = days_from_today(4)
+D5 = days_from_today(6)
+D9 = days_from_today(10)
+D31 = days_from_today(32)
 pytestmark = pytest.mark.integration
 CSV = {"Content-Type": "text/csv"}
 
@@ -78,7 +85,7 @@ def export(svc, region, first, last=None, kind=None):
 # -- as of ---------------------------------------------------------------------------------
 def test_a_pool_as_of_any_moment_is_rebuilt_from_its_events(planner_service):
     svc = planner_service
-    pool_id = define(svc, "asof-r", "2026-12-01")
+    pool_id = define(svc, "asof-r", D1)
     for step in (
         lambda: reserve(svc, pool_id, "0800-1000", 3),
         lambda: http(svc, "PATCH", f"/v1/admin/pools/{pool_id}/slots/0800-1000", {"capacity": 20}),
@@ -112,14 +119,14 @@ def test_a_pool_as_of_any_moment_is_rebuilt_from_its_events(planner_service):
     "stamp",
     [
         "yesterday",
-        "2026-12-01",
-        "2026-12-01T08:00:00",
+        D1,
+        f"{D1}T08:00:00",
         "2026-13-01T08:00:00Z",
-        "2026-12-01T08:00:00 08:00",
+        f"{D1}T08:00:00 08:00",
     ],
 )
 def test_a_bad_moment_is_a_400(planner_service, stamp):
-    pool_id = "asof-r:2026-12-01:logistics"
+    pool_id = f"asof-r:{D1}:logistics"
     status, problem, _ = http(
         planner_service, "GET", f"/v1/admin/pools/{pool_id}?as_of={stamp}".replace(" ", "%20")
     )
@@ -135,20 +142,20 @@ def test_as_of_needs_the_token_and_an_existing_pool(planner_service):
 # -- plans ---------------------------------------------------------------------------------
 def test_a_plan_is_previewed_then_applied_and_applying_it_again_changes_nothing(planner_service):
     svc = planner_service
-    pool_id = define(svc, "plan-r", "2026-12-01", capacity=10)
+    pool_id = define(svc, "plan-r", D1, capacity=10)
     reserve(svc, pool_id, "1000-1200", 4)
-    _, text, _ = export(svc, "plan-r", "2026-12-01")
+    _, text, _ = export(svc, "plan-r", D1)
     lines = text.splitlines()
     lines[1] = lines[1].replace(",10,", ",25,")  # 0800-1000 raised
     lines[2] = lines[2].replace(",10,", ",4,")  # 1000-1200 lowered to what is reserved
     del lines[3:5]  # 1200-1400 and 1400-1600 not in the plan: left as they are
     lines.append(
-        f"{pool_id},logistics,plan-r,2026-12-01,1800-2000,2026-12-01T18:00:00+08:00,"
-        "2026-12-01T20:00:00+08:00,6,"
+        f"{pool_id},logistics,plan-r,{D1},1800-2000,{D1}T18:00:00+08:00,"
+        f"{D1}T20:00:00+08:00,6,,"  # (an empty cut-off: the column the export wrote)
     )
     lines.append(
-        "plan-r:2026-12-02:warehouse,warehouse,plan-r,2026-12-02,am,"
-        "2026-12-02T08:00:00+08:00,2026-12-02T12:00:00+08:00,100,150"
+        f"plan-r:{D2}:warehouse,warehouse,plan-r,{D2},am,"
+        f"{D2}T08:00:00+08:00,{D2}T12:00:00+08:00,100,150,30"
     )
     text = "\n".join(lines)
     version = http(svc, "GET", f"/v1/pools/{pool_id}", admin=False)[1]["version"]
@@ -171,7 +178,7 @@ def test_a_plan_is_previewed_then_applied_and_applying_it_again_changes_nothing(
     assert existing["untouched_slots"] == ["1200-1400", "1400-1600"]
     assert new["outcome"] == "created" and new["line"] == 5
     assert http(svc, "GET", f"/v1/pools/{pool_id}", admin=False)[1]["version"] == version
-    assert http(svc, "GET", "/v1/pools/plan-r:2026-12-02:warehouse", admin=False)[0] == 404
+    assert http(svc, "GET", f"/v1/pools/plan-r:{D2}:warehouse", admin=False)[0] == 404
 
     status, report, _ = plan(svc, text, dry_run=False)
     assert status == 200 and report["applied"], report
@@ -184,8 +191,8 @@ def test_a_plan_is_previewed_then_applied_and_applying_it_again_changes_nothing(
         ("1400-1600", 10),
         ("1800-2000", 6),
     ]
-    warehouse = http(svc, "GET", "/v1/pools/plan-r:2026-12-02:warehouse", admin=False)[1]
-    assert warehouse["total_capacity"] == 150
+    warehouse = http(svc, "GET", f"/v1/pools/plan-r:{D2}:warehouse", admin=False)[1]
+    assert warehouse["total_capacity"] == 150 and warehouse["booking_cutoff_minutes"] == 30
     assert {e["actor"] for e in events(svc, pool_id)[-3:]} == {"admin:" + _fingerprint()}
 
     count = len(events(svc, pool_id))
@@ -197,21 +204,21 @@ def test_a_plan_is_previewed_then_applied_and_applying_it_again_changes_nothing(
 
 def test_a_plan_with_bad_rows_is_refused_whole_with_a_report_per_row(planner_service):
     svc = planner_service
-    pool_id = define(svc, "bad-plan-r", "2026-12-01", capacity=10)
-    _, text, _ = export(svc, "bad-plan-r", "2026-12-01")
+    pool_id = define(svc, "bad-plan-r", D1, capacity=10)
+    _, text, _ = export(svc, "bad-plan-r", D1)
     lines = text.splitlines()
     lines[1] = lines[1].replace(",10,", ",99,")  # a good change...
     lines.append(
-        "bad-plan-r:new,logistics,bad-plan-r,2026-12-01,s,2026-12-01T08:00:00Z,"
-        "2026-12-01T09:00:00Z,5,"
+        f"bad-plan-r:new,logistics,bad-plan-r,{D1},s,{D1}T08:00:00Z,"
+        f"{D1}T09:00:00Z,5,,"
     )  # ...and a good new pool
     lines.append(
-        "bad-plan-r:x,logistics,bad-plan-r,2026-12-31,s,2026-12-01T08:00:00Z,"
-        "2026-12-01T07:00:00Z,5,"
+        f"bad-plan-r:x,logistics,bad-plan-r,{D31},s,{D1}T08:00:00Z,"
+        f"{D1}T07:00:00Z,5,,"
     )  # ends before it starts
     lines.append(
-        "bad-plan-r:y,logistics,bad-plan-r,2026-12-01,s,2026-12-01T08:00:00Z,"
-        "2026-12-01T09:00:00Z,lots,"
+        f"bad-plan-r:y,logistics,bad-plan-r,{D1},s,{D1}T08:00:00Z,"
+        f"{D1}T09:00:00Z,lots,,"
     )
     lines.append("too,few,columns")
     for dry_run in (True, False):
@@ -233,15 +240,15 @@ def test_a_plan_with_bad_rows_is_refused_whole_with_a_report_per_row(planner_ser
 
 def test_a_change_the_service_would_refuse_refuses_the_whole_plan(planner_service):
     svc = planner_service
-    pool_id = define(svc, "refuse-r", "2026-12-01", capacity=10)
+    pool_id = define(svc, "refuse-r", D1, capacity=10)
     reserve(svc, pool_id, "0800-1000", 3)
-    _, text, _ = export(svc, "refuse-r", "2026-12-01")
+    _, text, _ = export(svc, "refuse-r", D1)
     lines = text.splitlines()
     lines[1] = lines[1].replace(",10,", ",2,")  # below the 3 reserved
     lines[2] = lines[2].replace(",10,", ",12,")  # fine on its own
     lines.append(
-        "refuse-r:other,logistics,refuse-r,2026-12-01,s,2026-12-01T08:00:00Z,"
-        "2026-12-01T09:00:00Z,5,"
+        f"refuse-r:other,logistics,refuse-r,{D1},s,{D1}T08:00:00Z,"
+        f"{D1}T09:00:00Z,5,,"
     )
     text = "\n".join(lines)
     status, report, _ = plan(svc, text, dry_run=True)
@@ -278,34 +285,35 @@ def test_plans_need_the_token_and_a_bounded_body(planner_service):
 # -- export --------------------------------------------------------------------------------
 def test_export_round_trips_through_a_plan(planner_service):
     svc = planner_service
-    a = define(svc, "export-r", "2026-12-01", capacity=7, total=20)
-    define(svc, "export-r", "2026-12-02", kind="warehouse", capacity=50)
-    define(svc, "export-r", "2026-12-05")  # outside the range
-    define(svc, "export-other", "2026-12-01")
-    status, text, headers = export(svc, "export-r", "2026-12-01", "2026-12-03")
+    a = define(svc, "export-r", D1, capacity=7, total=20)
+    define(svc, "export-r", D2, kind="warehouse", capacity=50)
+    define(svc, "export-r", D5)  # outside the range
+    define(svc, "export-other", D1)
+    status, text, headers = export(svc, "export-r", D1, D3)
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     assert "attachment" in headers["Content-Disposition"]
     rows = text.splitlines()
-    assert rows[0] == "pool_id,kind,region,date,slot_id,starts_at,ends_at,capacity,total_capacity"
-    assert len(rows) == 1 + 4 + 4 and rows[1].startswith(f"{a},logistics,export-r,2026-12-01,")
-    assert rows[1].endswith(",7,20") and rows[5].endswith(",50,")
+    assert rows[0] == ("pool_id,kind,region,date,slot_id,starts_at,ends_at,capacity,total_capacity,"
+                       "booking_cutoff_minutes")
+    assert len(rows) == 1 + 4 + 4 and rows[1].startswith(f"{a},logistics,export-r,{D1},")
+    assert rows[1].endswith(",7,20,0") and rows[5].endswith(",50,,0")
 
     status, report, _ = plan(svc, text, dry_run=True)
     assert status == 200 and report["summary"]["unchanged_pools"] == 2
     assert all(not p["changes"] for p in report["pools"])
 
     assert plan(svc, text.replace(",7,20", ",9,20"), dry_run=False)[0] == 200
-    assert export(svc, "export-r", "2026-12-01", "2026-12-03")[1] == text.replace(",7,20", ",9,20")
-    assert export(svc, "export-r", "2026-12-02", kind="warehouse")[1].count("\n") == 5
+    assert export(svc, "export-r", D1, D3)[1] == text.replace(",7,20", ",9,20")
+    assert export(svc, "export-r", D2, kind="warehouse")[1].count("\n") == 5
 
 
 @pytest.mark.parametrize(
     "query",
     [
-        "from=2026-12-01",
+        f"from={D1}",
         "region=r",
-        "region=r&from=2026-12-02&to=2026-12-01",
-        "region=r&from=2026-01-01&to=2026-12-31",
+        f"region=r&from={D2}&to={D1}",
+        f"region=r&from=2026-01-01&to={D31}",
     ],
 )
 def test_export_refuses_a_bad_range(planner_service, query):
@@ -316,21 +324,21 @@ def test_export_refuses_a_bad_range(planner_service, query):
 # -- board and timeline --------------------------------------------------------------------
 def test_the_board_shows_every_pool_of_the_days_with_its_numbers(planner_service):
     svc = planner_service
-    a = define(svc, "board-r", "2026-12-01", capacity=10)
-    define(svc, "board-r", "2026-12-02", kind="warehouse", capacity=30)
-    define(svc, "board-r", "2026-12-09")
-    path = "/v1/admin/board?region=board-r&from=2026-12-01&to=2026-12-03"
+    a = define(svc, "board-r", D1, capacity=10)
+    define(svc, "board-r", D2, kind="warehouse", capacity=30)
+    define(svc, "board-r", D9)
+    path = f"/v1/admin/board?region=board-r&from={D1}&to={D3}"
 
     def board():
         return http(svc, "GET", path)
 
     wait_for(lambda: len(board()[1]["pools"]) == 2, 2, "both pools on the board")
     status, body, headers = board()
-    assert body["dates"] == ["2026-12-01", "2026-12-02", "2026-12-03"]
+    assert body["dates"] == [D1, D2, D3]
     assert "board-r" in body["regions"] and body["days"] == [
-        "2026-12-01",
-        "2026-12-02",
-        "2026-12-09",
+        D1,
+        D2,
+        D9,
     ]
     slot = body["pools"][0]["slots"][0]
     assert {k: slot[k] for k in ("capacity", "reserved", "available", "open")} == {
@@ -354,14 +362,14 @@ def test_the_board_shows_every_pool_of_the_days_with_its_numbers(planner_service
     assert board()[2]["ETag"] != etag
     kinds = http(svc, "GET", path + "&kind=warehouse")[1]["pools"]
     assert [p["kind"] for p in kinds] == ["warehouse"]
-    assert http(svc, "GET", "/v1/admin/board?from=2026-12-01")[1]["pools"] == []
-    assert http(svc, "GET", "/v1/admin/board?region=r&from=2026-12-01&to=2026-12-31")[0] == 400
+    assert http(svc, "GET", f"/v1/admin/board?from={D1}")[1]["pools"] == []
+    assert http(svc, "GET", f"/v1/admin/board?region=r&from={D1}&to={D31}")[0] == 400
     assert http(svc, "GET", path, admin=False)[0] == 401
 
 
 def test_the_timeline_groups_bookings_per_minute_newest_first(planner_service):
     svc = planner_service
-    pool_id = define(svc, "timeline-r", "2026-12-01", capacity=50)
+    pool_id = define(svc, "timeline-r", D1, capacity=50)
     held = [reserve(svc, pool_id, "0800-1000", 2) for _ in range(5)]
     http(svc, "DELETE", f"/v1/reservations/{held[0]['reservation_id']}", admin=False)
     http(svc, "PATCH", f"/v1/admin/pools/{pool_id}/slots/0800-1000", {"capacity": 60})
@@ -423,10 +431,10 @@ def cli(svc, *args, token=ADMIN_TOKEN):
 
 def test_the_cli_exports_previews_and_applies_plans(planner_service, tmp_path):
     svc = planner_service
-    pool_id = define(svc, "cli-r", "2026-12-01", capacity=10)
+    pool_id = define(svc, "cli-r", D1, capacity=10)
     reserve(svc, pool_id, "0800-1000", 5)
     out = tmp_path / "plan.csv"
-    done = cli(svc, "export", "--region", "cli-r", "--from", "2026-12-01", "-o", str(out))
+    done = cli(svc, "export", "--region", "cli-r", "--from", D1, "-o", str(out))
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     out.write_text(text.replace(",10,", ",15,", 1))

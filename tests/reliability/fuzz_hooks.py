@@ -2,9 +2,11 @@
 
 JSON Schema cannot relate two values (nor requests), so the rules `/openapi.json` states in words are applied
 to *positive* cases here, rather than letting the fuzzer "find" that the server enforces them:
-`to` not before `from` and within the span, `ends_at` after `starts_at`, unique slot ids, and
-no body `pool_id` (optional; it must equal the path's, which a stateful link may set later),
-and an Idempotency-Key used once. Negative cases are left alone: those must be refused.
+`to` not before `from` and within the span, `ends_at` after `starts_at` by at most 24 h, a slot
+starting on its pool's date (every positive pool and slot is put on one day, `FUZZ_DAY`, as a
+slot added through a link cannot know its pool's date otherwise), unique slot ids, and no body
+`pool_id` (optional; it must equal the path's, which a stateful link may set later), and an
+Idempotency-Key used once. Negative cases are left alone: those must be refused.
 
 The plan body is CSV (`text/csv`, a string in the schema): Hypothesis would only draw random
 text, which the server refuses as it should, so a strategy draws real plans instead.
@@ -28,6 +30,8 @@ from capsvc.http.query_limits import BOARD_DAYS_MAX, EXPORT_DAYS_MAX
 
 DAYS_MAX = {"board": BOARD_DAYS_MAX, "export_plan": EXPORT_DAYS_MAX}
 PLAN_HEADER = "pool_id,kind,region,date,slot_id,starts_at,ends_at,capacity,total_capacity"
+# ahead, so its slots stay bookable; the day the OpenAPI examples use (their pool is reused)
+FUZZ_DAY = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)
 
 
 def _positive(case: Any) -> bool:
@@ -51,6 +55,8 @@ def map_case(context: Any, case: Any) -> Any:
         else:
             # links may set the path after this hook: the optional body pool_id is left out
             body.pop("pool_id", None)
+            if "date" in body:
+                body["date"] = FUZZ_DAY.isoformat()
             seen: set[str] = set()
             for i, slot in enumerate(s for s in body.get("slots", []) if isinstance(s, dict)):
                 _order_times(slot)
@@ -85,6 +91,15 @@ def _order_times(slot: dict[str, Any]) -> None:
         ends = dt.datetime.fromisoformat(str(slot["ends_at"]).upper())
     except (KeyError, ValueError):
         return  # not a Python datetime: left for the server (and the spec) to agree on
+    if starts.tzinfo is not None and ends.tzinfo is not None:
+        # on the pool's day (in its own offset), and at most 24 h long
+        on_the_day = dt.datetime.combine(FUZZ_DAY, starts.timetz())
+        if not starts < ends <= starts + dt.timedelta(hours=24):
+            ends = on_the_day + dt.timedelta(hours=1)
+        else:
+            ends = on_the_day + (ends - starts)
+        slot["starts_at"], slot["ends_at"] = on_the_day.isoformat(), ends.isoformat()
+        return
     if ends > starts:
         return
     if ends < starts:
@@ -102,11 +117,11 @@ IDS = st.from_regex(r"\A[a-z][a-z0-9-]{0,11}\Z")
 
 @st.composite
 def plans(draw: Any) -> bytes:
-    """A plan of one to three pools near today, each with one to three slots."""
-    today = dt.date.today()
+    """A plan of one to three pools on `FUZZ_DAY` (a slot added to one of them later must be
+    on its date too), each with one to three slots."""
     rows = [PLAN_HEADER]
     for p in range(draw(st.integers(1, 3))):
-        day = today + dt.timedelta(days=draw(st.integers(0, 30)))
+        day = FUZZ_DAY
         pool = f"plan-{draw(IDS)}-{p}"
         kind, region = draw(IDS), draw(IDS)
         total = draw(st.one_of(st.just(""), st.integers(0, 500).map(str)))

@@ -304,3 +304,52 @@ def test_the_file_audit_reports_an_epoch_that_goes_back(tmp_path):
     db.commit()
     db.close()
     assert audit_shard_files(tmp_path) == ["000.sqlite3: seq 3 written by epoch 2 after epoch 3"]
+
+
+# -- keys bound to refusals ---------------------------------------------------------------------
+def _refuse(log: Log, key: str, units: int) -> int:
+    return log.add("ReservationRefused", idempotency_key=key, slot_id="s", units=units,
+                   order_ref=None, code="capacity_exhausted", detail="full",
+                   fields={"available_units": 0}, at_ms=0)
+
+
+def test_a_refusal_replayed_after_capacity_came_free_is_judged_where_it_was_recorded():
+    log = Log(capacity=1)
+    v1 = log.reserve("r1", "k1")
+    v2 = _refuse(log, "k2", 1)
+    v3 = log.add("SlotCapacityChanged", slot_id="s", capacity=5)
+    ops = [
+        reserve(1, "k1", 0, 1, rid="r1", version=v1),
+        reserve(2, "k2", 2, 3, outcome="rejected", version=v2, code="capacity_exhausted"),
+        reserve(2, "k2", 6, 7, outcome="rejected", version=v3, code="capacity_exhausted",
+                replayed=True),  # room again at v3, yet the bound refusal is the answer
+    ]
+    report = check(ops, [log.facts(active=active("r1"))])
+    assert report.ok, report.violations
+
+
+def test_a_key_bound_to_a_refusal_then_applied_is_reported():
+    log = Log(capacity=1)
+    v1 = _refuse(log, "k1", 2)
+    v2 = log.add("SlotCapacityChanged", slot_id="s", capacity=5)
+    v3 = log.reserve("r1", "k1", units=2)
+    ops = [
+        reserve(1, "k1", 0, 1, outcome="rejected", version=v1, code="capacity_exhausted",
+                units=2),
+        reserve(1, "k1", 2, 3, rid="r1", version=v3, units=2),
+    ]
+    assert v2 < v3
+    found = violations(ops, log.facts(active=active("r1")))
+    assert any("bound to a capacity_exhausted refusal" in v for v in found), found
+
+
+def test_a_replayed_refusal_the_log_does_not_hold_is_reported():
+    log = Log(capacity=1)
+    v1 = log.reserve("r1", "k1")
+    ops = [
+        reserve(1, "k1", 0, 1, rid="r1", version=v1),
+        reserve(2, "k2", 2, 3, outcome="rejected", version=v1, code="capacity_exhausted",
+                replayed=True),
+    ]
+    found = violations(ops, log.facts(active=active("r1")))
+    assert any("replayed a refusal the log does not hold" in v for v in found), found

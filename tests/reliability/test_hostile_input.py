@@ -13,8 +13,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from capsvc.testing.harness import Service
+from capsvc.testing.harness import Service, days_from_today
 
+# Dates relative to today: slots in the past take no reservation.
+D1 = days_from_today(2)
 pytestmark = pytest.mark.integration
 POOL, SLOT = "hostile-1", "s1"
 WRONG_TOKEN = "wrong-token-Zq8v1XkP0aLm4sR7"
@@ -49,8 +51,8 @@ def admin(method: str, path: str, raw: str) -> Case:
 
 
 def slot(capacity: str) -> str:
-    return ('{"kind": "k", "region": "r", "date": "2026-12-01", "slots": [{"slot_id": "n", '
-            '"starts_at": "2026-12-01T08:00:00Z", "ends_at": "2026-12-01T09:00:00Z", '
+    return (f'{{"kind": "k", "region": "r", "date": "{D1}", "slots": [{{"slot_id": "n", '
+            f'"starts_at": "{D1}T08:00:00Z", "ends_at": "{D1}T09:00:00Z", '
             f'"capacity": {capacity}}}]}}')
 
 
@@ -95,7 +97,7 @@ HUGE = {
     "idempotency-key-10KB": Case("POST", f"/v1/pools/{POOL}/reservations", b'{"slot_id": "s1"}',
                                  {"Idempotency-Key": "k" * 10_240}),
     "pool-id-10KB": Case("GET", f"/v1/pools/{'a' * 10_240}"),
-    "query-region-10KB": Case("GET", f"/v1/availability?region={TEN_KB}&date=2026-12-01"),
+    "query-region-10KB": Case("GET", f"/v1/availability?region={TEN_KB}&date={D1}"),
     "header-20KB-hot-route": Case("GET", f"/v1/pools/{POOL}", None, {"X-Big": "a" * 20_000}),
     "header-9KB-admin-route": Case("GET", "/v1/admin/cluster", None, {"admin": "yes",
                                                                       "X-Big": "a" * 9_000}),

@@ -20,12 +20,13 @@ from capsvc.domain import commands as cmd
 from capsvc.domain import events as ev
 from capsvc.domain.views import pool_view
 from capsvc.shard.shard import _SNAPSHOT_SHARE, CommandResult, Shard, ShardSettings
+from capsvc.storage import codec
 from capsvc.storage.codec import snapshot_state
 from capsvc.storage.log import EventLog, StoredSnapshot
 from capsvc.storage.memory_log import MemoryEventLog
 from capsvc.storage.sqlite_log import SqliteEventLog
 
-NOW = 1_900_000_000_000
+NOW = 1_893_400_000_000  # 2029-12-31T08:26:40Z: before the 2030-01-01 slots
 WAIT_S = 5  # upper bound on any wait that should end promptly; never reached when green
 _nonces = iter(range(1, 1 << 30))
 
@@ -247,6 +248,7 @@ def test_a_file_with_schema_1_snapshots_recovers_and_goes_on(tmp_path: Path):
         assert again.replayed and again.body["status"] == "active"  # as first answered
         await recovered.drain()
         with sqlite3.connect(path) as db:
-            assert db.execute("SELECT schema FROM snapshots").fetchall() == [(2,)]
+            assert db.execute("SELECT schema FROM snapshots").fetchall() == [
+                (codec.SNAPSHOT_SCHEMA,)]
 
     run(scenario())

@@ -17,6 +17,7 @@ from capsvc.storage.codec import (
     decode_snapshot,
     encode_event,
     encode_snapshot,
+    snapshot_state,
 )
 
 SLOT = ev.SlotSpec("a", "2030-01-01T08:00:00Z", "2030-01-01T10:00:00+01:00", 12)
@@ -24,6 +25,7 @@ SAMPLES: list[ev.Event] = [
     ev.PoolDefined("p1", "van", "berlin", "2030-01-01", None, (SLOT,)),
     ev.PoolDefined("p1", "van", "berlin", "2030-01-01", 40, (SLOT, ev.SlotSpec("b", "x", "y", 0))),
     ev.PoolDefined("p1", "van", "berlin", "2030-01-01", 0, ()),
+    ev.PoolDefined("p1", "van", "berlin", "2030-01-01", None, (SLOT,), 90),
     ev.SlotAdded(SLOT),
     ev.SlotCapacityChanged("a", 0),
     ev.SlotOpened("a"),
@@ -33,7 +35,21 @@ SAMPLES: list[ev.Event] = [
     ev.CapacityReserved("p1~1.abcd", "a", 3, "order «ü» 42", "key-1", 1_900_000_000_000),
     ev.CapacityReserved("p1~2.abcd", "a", 1, None, None, 0),
     ev.ReservationReleased("p1~1.abcd", 1_900_000_000_001),
+    ev.ReservationRefused("key-2", "a", 4, "o «ü»", "capacity_exhausted",
+                          "slot a has 2 units available, 4 requested", {"available_units": 2},
+                          1_900_000_000_002),
+    ev.ReservationRefused("key-3", "a", 1, None, "slot_closed", "slot a is closed", {}, 0),
 ]
+
+
+def test_a_pool_defined_before_cut_offs_loads_with_cut_off_0():
+    body = ('{"pool_id":"p1","kind":"van","region":"berlin","date":"2030-01-01",'
+            '"total_capacity":null,"slots":[["a","2030-01-01T08:00:00Z","2030-01-01T10:00:00Z",'
+            '12]]}')
+    event = decode_event("PoolDefined", 1, body)
+    assert event == ev.PoolDefined("p1", "van", "berlin", "2030-01-01", None, (
+        ev.SlotSpec("a", "2030-01-01T08:00:00Z", "2030-01-01T10:00:00Z", 12),), 0)
+    assert encode_event(event)[1] == 2
 
 
 def test_the_samples_cover_every_event_type():
@@ -167,6 +183,77 @@ def test_a_schema_1_snapshot_still_loads():
     # and it is written back at the current schema, which decodes to the same pool
     again = decode_snapshot(codec.SNAPSHOT_SCHEMA, encode_snapshot(pool), RETENTION)
     assert state(again) == state(pool)
+
+
+# A schema 2 snapshot as builds before booking cut-offs and refusals wrote it (the pool of
+# SNAPSHOT_V1): no cut-off in the header, eight columns.
+SNAPSHOT_V2 = (
+    '{"pool_id":"p1","kind":"van","region":"berlin","date":"2030-01-01","total_capacity":9,'
+    '"version":5,"reservation_count":3,'
+    '"slots":[["a","2030-01-01T08:00:00Z","2030-01-01T10:00:00Z",5,3,true],'
+    '["b","2030-01-01T10:00:00Z","2030-01-01T12:00:00Z",2,0,false]]}\n'
+    '[["p1~1.abcd","p1~2.abcd","p1~3.abcd"],[0,1,0],[2,1,1],["o1",null,null],'
+    '["k1",null,"k3"],"101",[0,2],[1900000000000,1900000000002]]'
+)
+
+
+def test_a_schema_2_snapshot_still_loads_with_cut_off_0():
+    pool = decode_snapshot(2, SNAPSHOT_V2, RETENTION)
+    assert pool.booking_cutoff_minutes == 0 and pool.deferred is not None
+    assert state(pool) == state(decode_snapshot(1, SNAPSHOT_V1, RETENTION))
+    check_reservations(pool)
+    again = decode_snapshot(codec.SNAPSHOT_SCHEMA, encode_snapshot(pool), RETENTION)
+    assert state(again) == state(pool)
+
+
+def _refused(key: str, units: int, at_ms: int) -> ev.ReservationRefused:
+    return ev.ReservationRefused(key, "a", units, None, "capacity_exhausted",
+                                 f"slot a has 2 units available, {units} requested",
+                                 {"available_units": 2}, at_ms)
+
+
+def _with_refusals() -> Pool:
+    """SNAPSHOT_V1's pool, cut-off 45, with keys bound to refusals between its own keys."""
+    pool = decode_snapshot(1, SNAPSHOT_V1, RETENTION)
+    pool.booking_cutoff_minutes = 45
+    for event in (_refused("r1", 3, 1900000000001), _refused("r2", 4, 1900000000003)):
+        pool = evolve(pool, event, RETENTION)
+    return pool
+
+
+def keys_of(pool: Pool) -> list:
+    return [(k, t if isinstance(t, str) else t.as_list(), at) for k, (t, at) in pool.keys.items()]
+
+
+@pytest.mark.parametrize("undecoded", [False, True], ids=["decoded", "undecoded"])
+def test_keys_bound_to_refusals_and_the_cut_off_survive_a_snapshot(undecoded):
+    pool = _with_refusals()
+    if undecoded:  # refusals recorded while the snapshot's columns are still encoded
+        pool = decode_snapshot(1, SNAPSHOT_V1, RETENTION)
+        pool = decode_snapshot(codec.SNAPSHOT_SCHEMA, encode_snapshot(pool), RETENTION)
+        pool.booking_cutoff_minutes = 45
+        for event in (_refused("r1", 3, 1900000000001), _refused("r2", 4, 1900000000003)):
+            pool = evolve(pool, event, RETENTION)
+        assert pool.deferred is not None and pool.added_while_deferred == 2
+    restored = decode_snapshot(codec.SNAPSHOT_SCHEMA, encode_snapshot(pool), RETENTION)
+    assert restored.booking_cutoff_minutes == 45
+    assert keys_of(restored) == keys_of(pool) == keys_of(_with_refusals())
+    assert [k for k in restored.keys] == ["k1", "k3", "r1", "r2"]  # oldest first, as made
+    check_reservations(restored)
+    refusal = restored.remembered_key("r2", 1900000000004)
+    assert not isinstance(refusal, str) and refusal is not None
+    assert refusal.rejection.fields == {"available_units": 2} and refusal.units == 4
+    # the plain-data form (schema 1, and what `capsvc verify` compares) holds them too
+    v1 = decode_snapshot(1, json.dumps(snapshot_state(pool)), RETENTION)
+    assert keys_of(v1) == keys_of(pool) and v1.booking_cutoff_minutes == 45
+
+
+def test_a_pool_with_only_refusals_keeps_them_in_its_snapshot():
+    pool = evolve(None, SAMPLES[1], RETENTION)
+    pool = evolve(pool, _refused("r1", 50, 1900000000001), RETENTION)
+    assert pool.reservation_count == 0
+    restored = decode_snapshot(codec.SNAPSHOT_SCHEMA, encode_snapshot(pool), RETENTION)
+    assert keys_of(restored) == keys_of(pool) and len(keys_of(pool)) == 1
 
 
 def test_a_snapshot_leaves_reservations_undecoded_until_first_use():

@@ -20,7 +20,9 @@ POOL = "berlin-2030-01-01"
 SLOTS_MAX = 3
 RETENTION_MS = 60_000
 RETENTION = KeyRetention(retention_ms=RETENTION_MS, keys_max=100)
-T0 = 1_900_000_000_000
+T0 = 1_893_400_000_000  # 2029-12-31T08:26:40Z: the day before the pool's slots
+SLOT_A_STARTS = 1_893_484_800_000  # 2030-01-01T08:00:00Z
+MINUTE = 60_000
 NONCE = "00c0ffee"
 
 
@@ -42,8 +44,8 @@ def define(total: int | None = None, slots=(SLOT_A, SLOT_B), kind="van") -> cmd.
     return cmd.DefinePool(POOL, kind, "berlin", "2030-01-01", total, tuple(slots))
 
 
-def defined(total: int | None = None) -> ev.PoolDefined:
-    return ev.PoolDefined(POOL, "van", "berlin", "2030-01-01", total, (SLOT_A, SLOT_B))
+def defined(total: int | None = None, cutoff: int = 0) -> ev.PoolDefined:
+    return ev.PoolDefined(POOL, "van", "berlin", "2030-01-01", total, (SLOT_A, SLOT_B), cutoff)
 
 
 def reserve(slot_id="a", units=1, key=None, order_ref=None, now=T0, nonce=NONCE):
@@ -71,6 +73,14 @@ RESERVED = (*DEFINED, ev.CapacityReserved(RID1, "a", 8, "o1", "k1", T0))
 RESERVED_WITH_TOTAL = (*WITH_TOTAL, ev.CapacityReserved(RID1, "a", 8, "o1", "k1", T0))
 RELEASED = (*RESERVED, ev.ReservationReleased(RID1, T0 + 1))
 B_CLOSED = (*DEFINED, ev.SlotClosed("b"))
+CUTOFF_30 = (defined(cutoff=30),)  # slot a closes for booking at 07:30, b at 09:30
+A_CUT_OFF = SLOT_A_STARTS - 30 * MINUTE
+A_FULL_KEYED = (
+    *DEFINED,
+    ev.ReservationRefused("k2", "a", 11, None, rj.CAPACITY_EXHAUSTED,
+                          "slot a has 10 units available, 11 requested", {"available_units": 10},
+                          T0),
+)
 FULL_OF_SLOTS = (*RESERVED, ev.SlotAdded(SLOT_C))  # SLOTS_MAX slots
 
 
@@ -94,9 +104,17 @@ class Outcome:
 
 def outcome_of(decision: Decision) -> Outcome:
     if decision.rejection is not None:
-        assert decision.events == () and not decision.replayed
-        return Outcome(code=decision.rejection.code, fields=decision.rejection.fields)
+        assert decision.reservation_id is None
+        return Outcome(decision.events, decision.rejection.code, decision.rejection.fields,
+                       decision.replayed)
     return Outcome(decision.events, None, {}, decision.replayed, decision.reservation_id)
+
+
+def refused(key: str, slot_id: str, units: int, code: str, detail: str, now: int = T0,
+            order_ref: str | None = None, **fields: Any) -> Outcome:
+    """A keyed refusal: the rejection, and the event that binds the key to it."""
+    event = ev.ReservationRefused(key, slot_id, units, order_ref, code, detail, fields, now)
+    return Outcome(events=(event,), code=code, fields=fields)
 
 
 def rejected(code: str, **fields: Any) -> Outcome:
@@ -184,6 +202,102 @@ CASES = [
         id="reserve/closed beats exhausted -> slot_closed",
     ),
     pytest.param(DEFINED, reserve("zz", 1), rejected(rj.SLOT_NOT_FOUND), id="reserve/unknown slot"),
+    # -- booking cut-off: the command's now_ms against the slot's start minus the cut-off --
+    pytest.param(
+        CUTOFF_30, reserve("a", 1, now=A_CUT_OFF - 1),
+        Outcome(events=(ev.CapacityReserved(rid(1), "a", 1, None, None, A_CUT_OFF - 1),),
+                reservation_id=rid(1)),
+        id="reserve/1 ms before the cut-off -> accepted",
+    ),
+    pytest.param(
+        CUTOFF_30, reserve("a", 1, now=A_CUT_OFF), rejected(rj.BOOKING_CLOSED),
+        id="reserve/at the cut-off -> booking_closed",
+    ),
+    pytest.param(
+        CUTOFF_30, reserve("b", 1, now=A_CUT_OFF),
+        Outcome(events=(ev.CapacityReserved(rid(1), "b", 1, None, None, A_CUT_OFF),),
+                reservation_id=rid(1)),
+        id="reserve/another slot of the pool still open -> accepted",
+    ),
+    pytest.param(
+        DEFINED, reserve("a", 1, now=SLOT_A_STARTS), rejected(rj.BOOKING_CLOSED),
+        id="reserve/cut-off 0, slot started -> booking_closed",
+    ),
+    pytest.param(
+        DEFINED, reserve("a", 1, now=SLOT_A_STARTS - 1),
+        Outcome(events=(ev.CapacityReserved(rid(1), "a", 1, None, None, SLOT_A_STARTS - 1),),
+                reservation_id=rid(1)),
+        id="reserve/cut-off 0, 1 ms before the start -> accepted",
+    ),
+    pytest.param(
+        B_CLOSED, reserve("b", 1, now=SLOT_A_STARTS + 10 * 3_600_000), rejected(rj.SLOT_CLOSED),
+        id="reserve/closed beats booking closed -> slot_closed",
+    ),
+    pytest.param(
+        RESERVED, reserve("a", 9, now=SLOT_A_STARTS), rejected(rj.BOOKING_CLOSED),
+        id="reserve/booking closed beats exhausted -> booking_closed",
+    ),
+    pytest.param(
+        (*CUTOFF_30, ev.CapacityReserved(RID1, "a", 2, None, None, T0)),
+        release(RID1, now=SLOT_A_STARTS + 1),
+        Outcome(events=(ev.ReservationReleased(RID1, SLOT_A_STARTS + 1),), reservation_id=RID1),
+        id="release/after the cut-off -> released",
+    ),
+    pytest.param(
+        CUTOFF_30, update("a", capacity=20), Outcome(events=(ev.SlotCapacityChanged("a", 20),)),
+        id="update/capacity of a slot past its cut-off -> changed",
+    ),
+    pytest.param(
+        CUTOFF_30, define(), rejected(rj.POOL_EXISTS), id="define/other cut-off -> pool_exists",
+    ),
+    # -- refusals under a key bind it ------------------------------------------------------
+    pytest.param(
+        DEFINED, reserve("a", 11, key="k2"),
+        refused("k2", "a", 11, rj.CAPACITY_EXHAUSTED,
+                "slot a has 10 units available, 11 requested", available_units=10),
+        id="reserve/keyed, exhausted -> refused and the key bound",
+    ),
+    pytest.param(
+        B_CLOSED, reserve("b", 1, key="k2", order_ref="o2"),
+        refused("k2", "b", 1, rj.SLOT_CLOSED, "slot b is closed", order_ref="o2"),
+        id="reserve/keyed, slot closed -> refused and the key bound",
+    ),
+    pytest.param(
+        CUTOFF_30, reserve("a", 1, key="k2", now=A_CUT_OFF),
+        refused("k2", "a", 1, rj.BOOKING_CLOSED,
+                "booking for slot a closed 30 minutes before it starts (2030-01-01T08:00:00Z)",
+                now=A_CUT_OFF),
+        id="reserve/keyed, booking closed -> refused and the key bound",
+    ),
+    pytest.param(
+        DEFINED, reserve("zz", 1, key="k2"), rejected(rj.SLOT_NOT_FOUND),
+        id="reserve/keyed, unknown slot -> binds nothing",
+    ),
+    pytest.param(
+        UNDEFINED, reserve("a", 1, key="k2"), rejected(rj.POOL_NOT_FOUND),
+        id="reserve/keyed, undefined pool -> binds nothing",
+    ),
+    pytest.param(
+        A_FULL_KEYED, reserve("a", 11, key="k2", now=T0 + 10),
+        Outcome(code=rj.CAPACITY_EXHAUSTED, fields={"available_units": 10}, replayed=True),
+        id="reserve/refused key, same body -> the refusal replayed",
+    ),
+    pytest.param(
+        A_FULL_KEYED, reserve("a", 1, key="k2", now=T0 + 10), rejected(rj.IDEMPOTENCY_KEY_REUSED),
+        id="reserve/refused key, other body -> idempotency_key_reused",
+    ),
+    pytest.param(
+        (*A_FULL_KEYED, ev.SlotCapacityChanged("a", 20)), reserve("a", 11, key="k2", now=T0 + 10),
+        Outcome(code=rj.CAPACITY_EXHAUSTED, fields={"available_units": 10}, replayed=True),
+        id="reserve/refused key, capacity freed since -> still the refusal",
+    ),
+    pytest.param(
+        A_FULL_KEYED, reserve("a", 11, key="k2", now=T0 + RETENTION_MS),
+        refused("k2", "a", 11, rj.CAPACITY_EXHAUSTED,
+                "slot a has 10 units available, 11 requested", now=T0 + RETENTION_MS,
+                available_units=10),
+        id="reserve/refused key expired -> decided afresh",
+    ),
     pytest.param(
         UNDEFINED, reserve("a", 1), rejected(rj.POOL_NOT_FOUND), id="reserve/undefined pool"
     ),

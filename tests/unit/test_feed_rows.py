@@ -24,7 +24,7 @@ from capsvc.worker.app import CHANGED, make_worker_app
 from capsvc.worker.front import WorkerFront
 from capsvc.worker.ops_routes import METRICS
 
-NOW = 1_900_000_000_000
+NOW = 1_893_400_000_000  # 2029-12-31T08:26:40Z: before the 2030-01-01 slots
 DAY = "2030-01-01"
 
 
@@ -130,6 +130,7 @@ def test_a_router_that_asks_without_rows_gets_whole_views_for_every_shard():
             "version",
             "total_capacity",
             "total_reserved",
+            "booking_cutoff_minutes",
             "slots",
         ]
         assert list(view["slots"][0]) == [

@@ -1,5 +1,8 @@
 """Specifies the pool aggregate against a naive model: no overbooking, and the model's verdicts.
 
+Time moves (milliseconds, and sometimes minutes, so that keys expire and slots pass their
+booking cut-off); keyed refusals bind their key like reservations do.
+
 The pool may be restarted from a snapshot at any step (schema 1, or schema 2 whose reservations
 stay undecoded until a command needs them), and the machine goes on against the restored pool:
 it must answer exactly as the original would have. Checks after each step look at a copy of a
@@ -24,7 +27,7 @@ from capsvc.domain.decide import Decision, decide
 from capsvc.domain.evolve import evolve
 from capsvc.domain.ids import pool_of_reservation
 from capsvc.domain.invariants import check_reservations
-from capsvc.domain.pool import KeyRetention, Pool
+from capsvc.domain.pool import KeyRetention, Pool, Refusal
 from capsvc.domain.views import pool_view
 from capsvc.storage.codec import (
     SNAPSHOT_SCHEMA,
@@ -41,15 +44,26 @@ SLOT_IDS = ("s0", "s1", "s2", "s3", "s4", "s5")
 KEYS = (None, "k0", "k1", "k2", "k3", "k4")
 ORDER_REFS = (None, "o1")
 UNKNOWN_RESERVATION = "p1~ff.dead"
-T0 = 1_900_000_000_000
+T0 = 1_900_000_000_000  # 2030-03-17T17:46:40Z
+MINUTE = 60_000
+DAY = "2030-03-17"
+# Slots start this many minutes after T0 (their day stays T0's); the cut-off is drawn too.
+starts = st.integers(min_value=0, max_value=30)
+cutoffs = st.integers(min_value=0, max_value=10)
 
 capacities = st.integers(min_value=0, max_value=10)
 totals = st.none() | st.integers(min_value=0, max_value=25)
 deltas = st.integers(min_value=-3, max_value=4)  # a new capacity, relative to what is reserved
 
 
-def spec(slot_id: str, capacity: int) -> ev.SlotSpec:
-    return ev.SlotSpec(slot_id, "2030-01-01T08:00:00Z", "2030-01-01T10:00:00Z", capacity)
+def at_minute(minutes: int) -> str:
+    """T0 (17:46:40Z) plus `minutes`, as RFC 3339."""
+    total = 17 * 60 + 46 + minutes
+    return f"{DAY}T{total // 60:02d}:{total % 60:02d}:40Z"
+
+
+def spec(slot_id: str, capacity: int, start_minute: int = 0) -> ev.SlotSpec:
+    return ev.SlotSpec(slot_id, at_minute(start_minute), at_minute(start_minute + 60), capacity)
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,9 @@ class Outcome:
 
 def outcome_of(decision: Decision) -> Outcome:
     if decision.rejection is not None:
-        assert decision.events == () and not decision.replayed
-        return Outcome(code=decision.rejection.code, fields=decision.rejection.fields)
+        assert decision.reservation_id is None
+        return Outcome(decision.events, decision.rejection.code, decision.rejection.fields,
+                       decision.replayed)
     return Outcome(decision.events, None, {}, decision.replayed, decision.reservation_id)
 
 
@@ -81,8 +96,20 @@ def state_of(pool: Pool | None) -> object:
         (r.reservation_id, r.slot_id, r.units, r.order_ref, r.idempotency_key, r.active)
         for r in pool.reservations.values()
     ]
-    keys = list(pool.keys.items())
+    keys = [
+        (k, target.as_list() if isinstance(target, Refusal) else target, at)
+        for k, (target, at) in pool.keys.items()
+    ]
     return pool_view(pool), reservations, keys, pool.reservation_count, pool.total_reserved
+
+
+@dataclass(frozen=True)
+class ModelRefusal:
+    slot_id: str
+    units: int
+    order_ref: str | None
+    code: str
+    fields: dict[str, Any]
 
 
 @dataclass
@@ -97,12 +124,14 @@ class ModelReservation:
 class Model:
     """The pool as plain dicts and sums, with no cleverness."""
 
-    def __init__(self, slots: dict[str, int], total: int | None) -> None:
+    def __init__(self, slots: dict[str, int], total: int | None, closes: dict[str, int]) -> None:
         self.capacity = dict(slots)
         self.open = dict.fromkeys(slots, True)
+        self.closes = dict(closes)  # slot -> the first ms it takes no reservation
         self.total = total
         self.reservations: dict[str, ModelReservation] = {}
-        self.key_uses: dict[str, tuple[str, int, int]] = {}  # key -> (id, at, use number)
+        # key -> (reservation id, or the refused request and its answer; at; use number)
+        self.key_uses: dict[str, tuple[str | ModelRefusal, int, int]] = {}
         self.uses = 0
 
     def reserved(self, slot_id: str) -> int:
@@ -117,7 +146,7 @@ class Model:
             room = min(room, self.total - self.total_reserved())
         return max(room, 0)
 
-    def remembered(self, key: str, now: int) -> str | None:
+    def remembered(self, key: str, now: int) -> str | ModelRefusal | None:
         """A key is remembered while it is young and among the `keys_max` most recently used."""
         if key not in self.key_uses:
             return None
@@ -154,19 +183,28 @@ class PoolMachine(RuleBasedStateMachine):
         return decision
 
     @initialize(
-        capacities=st.lists(capacities, min_size=1, max_size=3),
+        capacities=st.lists(st.tuples(capacities, starts), min_size=1, max_size=3),
         total=totals,
+        cutoff=cutoffs,
     )
-    def define(self, capacities: list[int], total: int | None) -> None:
-        slots = tuple(spec(SLOT_IDS[i], c) for i, c in enumerate(capacities))
-        command = cmd.DefinePool(POOL, "van", "berlin", "2030-01-01", total, slots)
-        wanted = ev.PoolDefined(POOL, "van", "berlin", "2030-01-01", total, slots)
+    def define(self, capacities: list[tuple[int, int]], total: int | None, cutoff: int) -> None:
+        slots = tuple(spec(SLOT_IDS[i], c, start) for i, (c, start) in enumerate(capacities))
+        command = cmd.DefinePool(POOL, "van", "berlin", DAY, total, slots, cutoff)
+        wanted = ev.PoolDefined(POOL, "van", "berlin", DAY, total, slots, cutoff)
         self.run(command, Outcome(events=(wanted,)))
-        self.model = Model({s.slot_id: s.capacity for s in slots}, total)
+        self.cutoff = cutoff
+        closes = {s.slot_id: T0 + (start - cutoff) * MINUTE
+                  for s, (_, start) in zip(slots, capacities, strict=True)}
+        self.model = Model({s.slot_id: s.capacity for s in slots}, total, closes)
 
     @rule(ms=st.integers(min_value=0, max_value=150))
     def advance_time(self, ms: int) -> None:
         self.now += ms
+
+    @rule(minutes=st.integers(min_value=1, max_value=8))
+    def advance_time_by_minutes(self, minutes: int) -> None:
+        """Far enough for slots to pass their cut-off (and every key to expire)."""
+        self.now += minutes * MINUTE
 
     @rule(
         schema=st.sampled_from((1, SNAPSHOT_SCHEMA)),
@@ -204,12 +242,14 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(pick=st.integers(min_value=0, max_value=1_000), more_units=st.sampled_from((0, 0, 1)))
     def retry_reserve(self, pick: int, more_units: int) -> None:
-        """A client retries an earlier reserve with its key (sometimes with another body)."""
-        keyed = [(rid, r) for rid, r in self.model.reservations.items() if r.key is not None]
+        """A client retries an earlier reserve with its key (sometimes with another body),
+        whether it was made or refused."""
+        keyed = sorted(self.model.key_uses.items())
         if not keyed:
             return
-        _, r = keyed[pick % len(keyed)]
-        self.reserve_and_check(r.slot_id, r.units + more_units, r.key, r.order_ref)
+        key, (target, _, _) = keyed[pick % len(keyed)]
+        r = self.model.reservations[target] if isinstance(target, str) else target
+        self.reserve_and_check(r.slot_id, r.units + more_units, key, r.order_ref)
 
     def reserve_and_check(
         self, slot_id: str, units: int, key: str | None, order_ref: str | None
@@ -218,21 +258,40 @@ class PoolMachine(RuleBasedStateMachine):
         earlier = m.remembered(key, self.now) if key is not None else None
         command = cmd.ReserveCapacity(POOL, slot_id, units, key, order_ref, "abcd", self.now)
         if earlier is not None:
-            r = m.reservations[earlier]
-            if (r.slot_id, r.units, r.order_ref) == (slot_id, units, order_ref):
-                expected = Outcome(replayed=True, reservation_id=earlier)
-            else:
+            r = m.reservations[earlier] if isinstance(earlier, str) else earlier
+            if (r.slot_id, r.units, r.order_ref) != (slot_id, units, order_ref):
                 expected = Outcome(code=rj.IDEMPOTENCY_KEY_REUSED)
+            elif isinstance(earlier, ModelRefusal):  # the same answer, however things changed
+                expected = Outcome(code=earlier.code, fields=earlier.fields, replayed=True)
+            else:
+                expected = Outcome(replayed=True, reservation_id=earlier)
             self.run(command, expected)
             return
+        refusal: tuple[str, dict[str, Any]] | None = None
         if slot_id not in m.capacity:
-            self.run(command, Outcome(code=rj.SLOT_NOT_FOUND))
+            self.run(command, Outcome(code=rj.SLOT_NOT_FOUND))  # binds no key
         elif not m.open[slot_id]:
-            self.run(command, Outcome(code=rj.SLOT_CLOSED))
+            refusal = (rj.SLOT_CLOSED, {})
+        elif self.now >= m.closes[slot_id]:
+            refusal = (rj.BOOKING_CLOSED, {})
         elif units > m.room(slot_id):
-            fields = {"available_units": m.room(slot_id)}
-            self.run(command, Outcome(code=rj.CAPACITY_EXHAUSTED, fields=fields))
-        else:
+            refusal = (rj.CAPACITY_EXHAUSTED, {"available_units": m.room(slot_id)})
+        if refusal is not None:
+            code, fields = refusal
+            decision = self.run(command)
+            assert decision.rejection is not None and not decision.replayed
+            assert (decision.rejection.code, decision.rejection.fields) == (code, fields)
+            if key is None:
+                assert decision.events == ()  # a refusal without a key costs nothing
+            else:
+                assert decision.events == (
+                    ev.ReservationRefused(key, slot_id, units, order_ref, code,
+                                          decision.rejection.detail, fields, self.now),
+                )
+                m.uses += 1
+                m.key_uses[key] = (ModelRefusal(slot_id, units, order_ref, code, fields),
+                                   self.now, m.uses)
+        elif slot_id in m.capacity:
             decision = self.run(command)
             rid = decision.reservation_id
             assert rid is not None and rid not in m.reservations
@@ -300,18 +359,19 @@ class PoolMachine(RuleBasedStateMachine):
             self.run(command, Outcome(events=(ev.TotalCapacityChanged(total),)))
             m.total = total
 
-    @rule(slot_id=st.sampled_from(SLOT_IDS), capacity=capacities)
-    def add_slot(self, slot_id: str, capacity: int) -> None:
+    @rule(slot_id=st.sampled_from(SLOT_IDS), capacity=capacities, start=starts)
+    def add_slot(self, slot_id: str, capacity: int, start: int) -> None:
         m = self.model
-        command = cmd.AddSlot(POOL, spec(slot_id, capacity))
+        command = cmd.AddSlot(POOL, spec(slot_id, capacity, start))
         if slot_id in m.capacity:
             self.run(command, Outcome(code=rj.SLOT_EXISTS))
         elif len(m.capacity) >= SLOTS_MAX:
             self.run(command, Outcome(code=rj.TOO_MANY_SLOTS))
         else:
-            self.run(command, Outcome(events=(ev.SlotAdded(spec(slot_id, capacity)),)))
+            self.run(command, Outcome(events=(ev.SlotAdded(spec(slot_id, capacity, start)),)))
             m.capacity[slot_id] = capacity
             m.open[slot_id] = True
+            m.closes[slot_id] = T0 + (start - self.cutoff) * MINUTE
 
     # -- checked after every step --------------------------------------------------------
     @invariant()
@@ -334,6 +394,7 @@ class PoolMachine(RuleBasedStateMachine):
         pool = self.pool
         assert pool is not None
         assert pool.total_capacity == self.model.total
+        assert pool.booking_cutoff_minutes == self.cutoff
         assert pool.total_reserved == self.model.total_reserved()
         if pool.total_capacity is not None:
             assert pool.total_reserved <= pool.total_capacity

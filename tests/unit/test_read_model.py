@@ -1,6 +1,7 @@
 """The router's read model: paged first load, per-shard positions, full reloads, compact
 entries that render exactly what whole views did, and grids cached per day."""
 
+import datetime as dt
 import json
 
 from hypothesis import given, settings
@@ -9,9 +10,11 @@ from hypothesis import strategies as st
 from capsvc.domain.pool import KeyRetention, Pool, Slot
 from capsvc.domain.views import availability_view
 from capsvc.router.read_model import ReadModel
-from capsvc.worker.feed import feed_row as _feed_row
+from capsvc.worker.feed import feed_row_with_cutoff as _feed_row
 
-DAY = "2026-12-01"
+# Days relative to today: the model compares slot times with the real clock by default.
+_TODAY = dt.date.today()
+DAY, DAY2, DAY3, DAY9 = ((_TODAY + dt.timedelta(days=n)).isoformat() for n in (1, 2, 3, 9))
 
 
 def _row(
@@ -121,17 +124,17 @@ def test_an_unchanged_shard_counts_as_loaded_and_keeps_its_position():
 
 
 def test_a_change_to_one_day_leaves_the_other_days_cached_grids_in_place():
-    model = _loaded(_row("a1", date="2026-12-01"), _row("b1", date="2026-12-02"))
-    day_a = model.grid_json("r", "2026-12-01", None)
-    day_b = model.grid_json("r", "2026-12-02", None)
-    day_b_kind = model.grid_json("r", "2026-12-02", "k")
+    model = _loaded(_row("a1", date=DAY), _row("b1", date=DAY2))
+    day_a = model.grid_json("r", DAY, None)
+    day_b = model.grid_json("r", DAY2, None)
+    day_b_kind = model.grid_json("r", DAY2, "k")
     model.apply(
         "w0",
-        _answer(0, 2, 2, [_row("a1", bookable=False, date="2026-12-01", version=2)], full=False),
+        _answer(0, 2, 2, [_row("a1", bookable=False, date=DAY, version=2)], full=False),
     )
-    assert model.grid_json("r", "2026-12-02", None) is day_b  # the very same bytes object
-    assert model.grid_json("r", "2026-12-02", "k") is day_b_kind
-    fresh = model.grid_json("r", "2026-12-01", None)
+    assert model.grid_json("r", DAY2, None) is day_b  # the very same bytes object
+    assert model.grid_json("r", DAY2, "k") is day_b_kind
+    fresh = model.grid_json("r", DAY, None)
     assert fresh != day_a
     assert json.loads(fresh)[0]["slots"][0]["bookable"] is False
 
@@ -143,9 +146,9 @@ def test_a_change_is_in_the_very_next_grid_after_the_feed_delivered_it():
     assert json.loads(model.grid_json("r", DAY, None))[0]["slots"][0]["bookable"] is False
     model.apply("w0", _answer(0, 3, 3, [_row("a2")], full=False))  # a new pool that day
     assert [p["pool_id"] for p in json.loads(model.grid_json("r", DAY, None))] == ["a1", "a2"]
-    model.apply("w0", _answer(0, 4, 4, [_row("a2", date="2026-12-09", version=2)], full=False))
+    model.apply("w0", _answer(0, 4, 4, [_row("a2", date=DAY9, version=2)], full=False))
     assert [p["pool_id"] for p in json.loads(model.grid_json("r", DAY, None))] == ["a1"]
-    assert [p["pool_id"] for p in json.loads(model.grid_json("r", "2026-12-09", None))] == ["a2"]
+    assert [p["pool_id"] for p in json.loads(model.grid_json("r", DAY9, None))] == ["a2"]
 
 
 def test_a_pool_sent_again_unchanged_keeps_its_days_cached_grid():
@@ -156,7 +159,7 @@ def test_a_pool_sent_again_unchanged_keeps_its_days_cached_grid():
 
 
 def test_pools_with_one_slot_layout_share_it_and_dropping_them_frees_it():
-    model = _loaded(_row("a1"), _row("a2"), _row("b1", date="2026-12-02"))
+    model = _loaded(_row("a1"), _row("a2"), _row("b1", date=DAY2))
     a1, a2 = model._pools["a1"], model._pools["a2"]
     assert a1.shape is a2.shape and a1.region is a2.region
     assert len(model._shapes) == 2
@@ -169,11 +172,11 @@ def test_pools_with_one_slot_layout_share_it_and_dropping_them_frees_it():
 def test_the_board_reads_regions_days_and_whole_views():
     model = _loaded(
         _row("a1", region="x"),
-        _row("b1", region="y", date="2026-12-03"),
+        _row("b1", region="y", date=DAY3),
         _row("b2", region="y", kind="other"),
     )
     assert model.regions() == ["x", "y"]
-    assert model.days("y") == ["2026-12-01", "2026-12-03"]
+    assert model.days("y") == [DAY, DAY3]
     assert [v["pool_id"] for v in model.views("y", DAY, None)] == ["b2"]
     assert model.views("y", DAY, "k") == []
 
@@ -205,17 +208,21 @@ def _old_grid(views: list[dict], region: str, date: str, kind: str | None) -> li
 _SLOT = st.tuples(st.integers(0, 50), st.integers(0, 50), st.booleans())
 _POOL = st.tuples(
     st.sampled_from(["van", "bike"]),
-    st.sampled_from(["2026-12-01", "2026-12-02"]),
+    st.sampled_from(["2030-01-01", "2030-01-02"]),
     st.one_of(st.none(), st.integers(0, 120)),
     st.integers(0, 130),
     st.lists(_SLOT, min_size=0, max_size=6),
     st.integers(1, 10_000),
+    st.sampled_from([0, 0, 30, 240, 1440]),  # booking cut-off, minutes
 )
+# The clock these renders compare with: 2030-01-01T03:30:00+08:00, so some slots of the
+# first day have started or passed their cut-off, and the second day's pass with a long one.
+_NOW_MS = 1_893_439_800_000
 
 
 def _pool(i: int, spec: tuple) -> Pool:
-    kind, date, total, total_reserved, slots, version = spec
-    pool = Pool(f"p{i}", kind, "reg-\u00e9", date, total, KeyRetention())
+    kind, date, total, total_reserved, slots, version, cutoff = spec
+    pool = Pool(f"p{i}", kind, "reg-\u00e9", date, total, KeyRetention(), cutoff)
     for n, (capacity, reserved, is_open) in enumerate(slots):
         slot = Slot(
             f"s{n}", f"{date}T{n:02d}:00:00+08:00", f"{date}T{n + 1:02d}:00:00+08:00", capacity
@@ -229,8 +236,10 @@ def _pool(i: int, spec: tuple) -> Pool:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_POOL, min_size=1, max_size=8), st.sampled_from([None, "van", "bike"]))
 def test_rows_and_views_give_the_grid_and_board_bytes_whole_views_gave(specs, kind):
+    """Whatever the rows or views, the model renders what the owner's `availability_view`
+    says at the same instant, cut-offs included."""
     pools = [_pool(i, spec) for i, spec in enumerate(specs)]
-    views = [availability_view(p) for p in pools]
+    views = [availability_view(p, _NOW_MS) for p in pools]
     from_rows, from_views = ReadModel(shard_count=1), ReadModel(shard_count=1)
     from_rows.apply(
         "w0", _answer(0, 1, 1, [json.loads(json.dumps(_feed_row(p))) for p in pools], full=True)
@@ -245,18 +254,18 @@ def test_rows_and_views_give_the_grid_and_board_bytes_whole_views_gave(specs, ki
                     "position": 1,
                     "last_seq": 1,
                     "full": True,
-                    "pools": json.loads(json.dumps(views)),
+                    "pools": json.loads(json.dumps([availability_view(p) for p in pools])),
                 }
             }
         },
     )
     for model in (from_rows, from_views):
         for pool, view in zip(pools, views, strict=True):
-            assert json.dumps(model.view(pool.pool_id)) == json.dumps(view)
-        for date in ("2026-12-01", "2026-12-02"):
+            assert json.dumps(model.view(pool.pool_id, _NOW_MS)) == json.dumps(view)
+        for date in ("2030-01-01", "2030-01-02"):
             expected = json.dumps(_old_grid(views, "reg-\u00e9", date, kind)).encode()
-            assert model.grid_json("reg-\u00e9", date, kind) == expected
-            assert json.dumps(model.grid("reg-\u00e9", date, kind)).encode() == expected
+            assert model.grid_json("reg-\u00e9", date, kind, _NOW_MS) == expected
+            assert json.dumps(model.grid("reg-\u00e9", date, kind, _NOW_MS)).encode() == expected
 
 
 def test_a_full_reload_of_one_shard_leaves_the_other_shards_pools():

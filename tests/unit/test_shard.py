@@ -21,7 +21,7 @@ from capsvc.shard.shard import CommandResult, Shard, ShardSettings, ShardState
 from capsvc.storage.log import StoredEvent
 from capsvc.storage.memory_log import MemoryEventLog
 
-NOW = 1_900_000_000_000
+NOW = 1_893_400_000_000  # 2029-12-31T08:26:40Z: before the 2030-01-01 slots
 WAIT_S = 5  # upper bound on any wait that should end promptly; never reached when green
 
 
@@ -343,14 +343,21 @@ def test_reservations_changed_by_the_batch_in_flight_read_as_committed():
     run(scenario())
 
 
+async def commit_in_flight() -> tuple[GatedLog, Shard, asyncio.Future]:
+    """A shard with pool p1 (capacity 5) whose commit of a 1-unit reserve is in flight and
+    held there until `log.gate` is set: what is submitted now queues behind it."""
+    log = GatedLog()
+    shard = await start_shard(log)
+    await submit(shard, define("p1", capacity=5))
+    log.gate = asyncio.Event()
+    first = shard.submit(reserve("p1", 1))
+    await asyncio.wait_for(log.appending.wait(), WAIT_S)
+    return log, shard, first
+
+
 def test_a_command_whose_caller_gave_up_while_queued_is_never_applied():
     async def scenario():
-        log = GatedLog()
-        shard = await start_shard(log)
-        await submit(shard, define("p1", capacity=5))
-        log.gate = asyncio.Event()
-        first = shard.submit(reserve("p1", 1))
-        await asyncio.wait_for(log.appending.wait(), WAIT_S)
+        log, shard, first = await commit_in_flight()
         abandoned = shard.submit(reserve("p1", 3))  # queued behind the slow commit
         abandoned.cancel()
         log.gate.set()
@@ -372,12 +379,7 @@ def test_a_command_the_writer_reaches_after_its_deadline_is_never_applied():
     deadline is still ahead is applied."""
 
     async def scenario():
-        log = GatedLog()
-        shard = await start_shard(log)
-        await submit(shard, define("p1", capacity=5))
-        log.gate = asyncio.Event()
-        first = shard.submit(reserve("p1", 1))
-        await asyncio.wait_for(log.appending.wait(), WAIT_S)
+        log, shard, first = await commit_in_flight()
         late = shard.submit(reserve("p1", 3), deadline=time.time() + 0.05)
         timely = shard.submit(reserve("p1", 2), deadline=time.time() + 60)
         await asyncio.sleep(0.1)  # the commit in flight outlasts the first deadline

@@ -559,6 +559,7 @@ function renderPanel() {
   $("toggle-open").textContent = slot.open ? "Close this slot (no new bookings)" : "Reopen this slot";
   $("pool-sub").textContent = `${pool.total_reserved} reserved in ${pool.slots.length} slots`
     + (pool.total_capacity === null ? ", no pool-wide limit" : `, pool limit ${pool.total_capacity}`)
+    + (pool.booking_cutoff_minutes ? ` · booking closes ${pool.booking_cutoff_minutes} min before each slot` : "")
     + ` · version ${pool.version}`;
   if (document.activeElement !== $("total-input")) {
     $("total-input").value = pool.total_capacity === null ? "" : pool.total_capacity;
