@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from capsvc.sharding import shard_for_pool
 from capsvc.testing.harness import days_from_today, wait_for
 from capsvc.testing.history import Load, check
 from capsvc.testing.hosts import cluster_host, shard_owners, wait_balanced
@@ -64,6 +65,33 @@ def test_a_crashed_host_loses_nothing_and_its_shards_move_within_the_session_tim
     assert failover_s < SESSION_TIMEOUT_S + 3.0
     result = check(history, a, pools, CAPACITY)
     assert result["acked"] > 100
+
+
+def test_a_refusal_still_replays_after_its_shards_owner_crashes(cluster):
+    """Issue 15: a keyed reserve refused with capacity_exhausted binds its key. Fault: kill -9
+    of the host owning the pool's shard, after the capacity came free again. Property: the
+    retry through the survivor gets the same 409, marked replayed (the refusal is an event in
+    the shard's file, which the new owner recovers), while a new key books the freed unit."""
+    (a, b), _pools = cluster
+    on_b = _owned_by(a, "host-b")
+    pool_id = next(p for p in (f"refuse-{i}" for i in range(1000))
+                   if shard_for_pool(p, 8) in on_b)
+    assert a.define_pool(pool_id, [("s", 1)])[0] == 201
+    path = f"/v1/pools/{pool_id}/reservations"
+    status, held, _ = a.request("POST", path, {"slot_id": "s"}, {"Idempotency-Key": "fill"})
+    assert status == 201, held
+    status, refused, _ = a.request("POST", path, {"slot_id": "s"}, {"Idempotency-Key": "late"})
+    assert (status, refused["code"]) == (409, "capacity_exhausted"), refused
+    status, _, _ = a.request("DELETE", f"/v1/reservations/{held['reservation_id']}")
+    assert status == 200
+    b.kill_all()
+    wait_for(lambda: not _owned_by(a, "host-b") and all(
+        row["state"] == "ready" for row in shard_owners(a).values()), 20, "b's shards to move")
+    status, again, headers = a.request("POST", path, {"slot_id": "s"},
+                                       {"Idempotency-Key": "late"})
+    assert (status, again, headers.get("Idempotent-Replayed")) == (409, refused, "true")
+    status, fresh, _ = a.request("POST", path, {"slot_id": "s"}, {"Idempotency-Key": "new"})
+    assert status == 201, fresh
 
 
 def test_a_rolling_restart_fails_no_request(cluster, tmp_path):
