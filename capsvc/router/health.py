@@ -158,9 +158,7 @@ def _scope(query: MultiMapping[str]) -> str:
 def _moving(probe: dict[str, Any]) -> bool:
     """A shard on its way in or out of this host: opening, waiting for its previous owner (on
     another host, perhaps frozen) to let go of the file, or being handed off."""
-    if probe.get("state") in ("starting", "draining"):
-        return True
-    return "locked by another process" in (probe.get("error") or "")
+    return probe.get("state") in ("starting", "draining") or bool(probe.get("waiting_for_file"))
 
 
 def _owner_view_problem(topology) -> str | None:

@@ -30,7 +30,7 @@ from capsvc.planning.history import fold_until
 from capsvc.shard.shard import CommandResult, Shard, ShardState
 from capsvc.sharding import shard_for_pool
 from capsvc.storage.codec import stored_event_view
-from capsvc.worker.ops_routes import METRICS, install_ops
+from capsvc.worker.ops_routes import install_ops
 
 SHARDS = web.AppKey("shards", dict)
 CONFIG = web.AppKey("config", Config)
@@ -300,6 +300,6 @@ def make_worker_app(
             add_route(app, route, handlers[route.name])
     app.router.add_get(INTERNAL_STATUS, status)
     app.router.add_get(INTERNAL_POOLS, list_pools)
-    install_ops(app, config, shards, worker_index)  # metrics, request ids, backup, probe
-    app[METRICS].watch_file_waits(app[FILE_WAITS])
+    # metrics, request ids, backup, probe
+    install_ops(app, config, shards, worker_index, app[FILE_WAITS])
     return app

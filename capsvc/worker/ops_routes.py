@@ -49,13 +49,16 @@ METRICS = web.AppKey("worker_metrics", WorkerMetrics)
 OPS = web.AppKey("worker_ops", dict)
 
 
-def install_ops(app: web.Application, config: Config, shards: dict[int, Shard], index: int):
-    """Wire metrics, request ids and the internal ops routes into a worker's app."""
+def install_ops(app: web.Application, config: Config, shards: dict[int, Shard], index: int,
+                file_waits: dict[int, dict]):
+    """Wire metrics, request ids and the internal ops routes into a worker's app.
+    `file_waits`: the shards whose claim waits for a previous owner to let go of the file."""
     metrics = WorkerMetrics()
     Shard.observer = metrics  # one worker per process: every shard it opens reports here
     install_request_id_filter()
     app[METRICS] = metrics
-    app[OPS] = {"config": config, "shards": shards, "index": index}
+    app[OPS] = {"config": config, "shards": shards, "index": index, "file_waits": file_waits}
+    metrics.watch_file_waits(file_waits)
     # Outermost, so that it sees the final status of every answer, problems included.
     app.middlewares.insert(0, _observe(metrics, shards, config))
     app.router.add_get(INTERNAL_METRICS, metrics_route)
@@ -151,6 +154,9 @@ async def probe_route(request: web.Request) -> web.Response:
     """Every owned shard answers a real read of its file within PROBE_TIMEOUT_S."""
     ops = request.app[OPS]
     results = await asyncio.gather(*(probe_shard(s) for s in list(ops["shards"].values())))
+    for result in results:  # said apart, so that readiness need not read error texts
+        if result["shard"] in ops["file_waits"]:
+            result["waiting_for_file"] = True
     ok = all(r["ok"] for r in results)
     return _json({"worker": ops["index"], "ok": ok, "shards": results}, 200 if ok else 503)
 
