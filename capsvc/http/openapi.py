@@ -177,7 +177,12 @@ def _schemas() -> dict[str, Schema]:
                 "slots": _array(pool_slot),
             }
         ),
-        "PoolList": _obj({"pools": _array(_ref("Pool"))}),
+        "PoolList": _obj({
+            "pools": _array(_ref("Pool")),
+            "complete": {"type": "boolean", "description": "false when a worker did not "
+                         "answer in time: its pools are not in `pools`"},
+            "workers_not_answering": _array(_string(), description="those workers"),
+        }),
         "Reservation": _obj(
             {
                 "reservation_id": _string(pattern=RESERVATION_ID_PATTERN),

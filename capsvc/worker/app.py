@@ -1,6 +1,6 @@
 """The worker's HTTP app: answers the planners' pool routes for the shards it owns, and the
 internal routes the router uses (status, pool listing); the customers' routes and the
-read-model feed are the lean front's (`fastpath.py`).
+read-model feed are the lean front's (`front.py`).
 
 It listens only on a Unix socket that the router reaches; authentication of admin routes is
 the router's job. Every command goes through its shard's single writer.

@@ -248,3 +248,25 @@ def test_during_a_zookeeper_outage_the_cluster_view_marks_owners_unconfirmed(clu
     last = [x for x in after if x.path == HOST][-1]
     assert last.status == 503 and last.body["code"] == "shard_unavailable"
     assert last.body["owners_confirmed"] is False and "zookeeper" in last.body["detail"]
+
+
+def test_the_pool_list_leaves_out_a_frozen_hosts_workers_and_says_so(cluster):
+    """Fault: one host SIGSTOPped. Property: the other router's `/v1/admin/pools` answers in
+    time with the pools it could get, `complete: false`, and names the workers that did not
+    answer (it used to wait the full request timeout and fail)."""
+    a, b = cluster
+    path = "/v1/admin/pools"
+    status, whole = a.admin("GET", path)
+    assert status == 200 and whole["complete"] is True and whole["workers_not_answering"] == []
+    os.killpg(b.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        status, partial = a.admin("GET", path)
+        took = time.monotonic() - started
+    finally:
+        os.killpg(b.process.pid, signal.SIGCONT)
+    assert status == 200, partial
+    assert took < 4, f"the list took {took:.1f}s"
+    assert partial["complete"] is False
+    assert partial["workers_not_answering"]
+    assert all(name.startswith("host-b") for name in partial["workers_not_answering"])

@@ -1,5 +1,5 @@
 """The router's public front on a real service: the probes that found bugs in its old
-connection class (router/fastpath.py's FrontProtocol, replaced by `http/lean.py`'s
+connection class (the old router/fastpath.py's FrontProtocol, replaced by `http/lean.py`'s
 LeanProtocol, which the worker also uses). Each of these failed on the old front."""
 
 from __future__ import annotations
