@@ -107,11 +107,20 @@ class LeanRequest:
     def problem(
         self, code: str, detail: str, head: bytes = b"", tail: bytes = b"", **fields: Any
     ) -> int:
-        """Answer with a problem: `head` lines go before Content-Type, `tail` lines after
-        it (aiohttp's order: constructor headers, Content-Type, headers set later)."""
-        status, text = problem_json(code, detail, **fields)
-        self.reply(status, head + b"Content-Type: " + PROBLEM_JSON + b"\r\n" + tail, text.encode())
+        """Answer with a problem, bypassing the front (malformed HTTP, a relay that failed);
+        the front's own problems go through `LeanFront.problem`."""
+        status, head, payload = problem_parts(code, detail, head, tail, **fields)
+        self.reply(status, head, payload)
         return status
+
+
+def problem_parts(
+    code: str, detail: str, head: bytes = b"", tail: bytes = b"", **fields: Any
+) -> tuple[int, bytes, bytes]:
+    """(status, header lines, body) of a problem answer: `head` lines go before Content-Type,
+    `tail` lines after it (aiohttp's order: constructor headers, Content-Type, later ones)."""
+    status, text = problem_json(code, detail, **fields)
+    return status, head + b"Content-Type: " + PROBLEM_JSON + b"\r\n" + tail, text.encode()
 
 
 class LeanFront:
@@ -157,10 +166,9 @@ class LeanFront:
         self, request: LeanRequest, code: str, detail: str, head: bytes = b"", tail: bytes = b"",
         **fields: Any,
     ) -> None:
-        """Answer with a problem: `head` lines go before Content-Type, `tail` lines after it."""
-        status, text = problem_json(code, detail, **fields)
-        head += b"Content-Type: " + PROBLEM_JSON + b"\r\n" + tail
-        self.answer(request, status, head, text.encode(), code)
+        """Answer with a problem (`problem_parts`), through `answer`."""
+        status, head, payload = problem_parts(code, detail, head, tail, **fields)
+        self.answer(request, status, head, payload, code)
 
     def too_large(self, request: LeanRequest) -> None:
         """A request whose body is over `body_max`: answered, then the connection closes."""

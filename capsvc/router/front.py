@@ -33,13 +33,14 @@ from capsvc.http.lean import JSON, LeanFront, LeanRequest
 from capsvc.http.routes import ROUTES
 from capsvc.planning.plan import PLAN_BODY_MAX_BYTES
 from capsvc.router.forward import forward
-from capsvc.router.upstream import FORWARD_RESPONSE_HEADERS
+from capsvc.router.upstream import FORWARD_REQUEST_HEADERS, FORWARD_RESPONSE_HEADERS
 
 GRID_QUERIES_MAX = 4096
-FORWARD_REQUEST = (b"content-type", b"idempotency-key")
+# A client's headers that go on to the owner: the request id is ours to set (it may be one we
+# made up), and a customer's route carries no actor (that comes from an admin token).
+FORWARD_REQUEST = tuple(headers.wire(name) for name in FORWARD_REQUEST_HEADERS
+                        if name not in (headers.REQUEST_ID, headers.ACTOR))
 _DEADLINE = headers.DEADLINE.encode() + b": "
-
-
 FRONT_ROUTES = tuple(r for r in ROUTES if r.front)
 
 

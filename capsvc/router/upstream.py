@@ -33,7 +33,7 @@ from capsvc.router.rawclient import NotSent, RawPool
 
 log = logging.getLogger(__name__)
 # What the router passes on, each way, between a client and a shard's owner.
-FORWARD_REQUEST_HEADERS = ("Content-Type", "Idempotency-Key", "X-Request-Id", "X-Capsvc-Actor")
+FORWARD_REQUEST_HEADERS = ("Content-Type", headers.IDEMPOTENCY_KEY, headers.REQUEST_ID, headers.ACTOR)
 FORWARD_RESPONSE_HEADERS = frozenset(
     (b"content-type", b"idempotent-replayed", b"retry-after", b"x-capsvc-epoch",
      b"x-capsvc-version")
