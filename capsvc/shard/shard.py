@@ -259,6 +259,9 @@ class Shard:
         the writer reaches after `deadline` (wall-clock seconds: the caller has stopped
         waiting) is dropped undecided, with `DeadlinePassed`."""
         self.check_ready()
+        if deadline is not None and deadline <= time.time():
+            raise DeadlinePassed(f"the request reached shard {self.shard_id} after its "
+                                 "deadline; it was not applied")
         future = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(_Pending(command, actor, future, deadline))

@@ -21,7 +21,7 @@ from capsvc.config import Config
 from capsvc.domain import commands as cmd
 from capsvc.domain import rejections as rj
 from capsvc.domain.views import pool_view
-from capsvc.errors import DeadlinePassed, ShardUnavailable, UpstreamTimeout
+from capsvc.errors import ShardUnavailable, UpstreamTimeout
 from capsvc.http import headers, parsing
 from capsvc.http.json_body import json_text
 from capsvc.http.problems import error_problem, problem, problem_middleware, rejection_problem
@@ -71,14 +71,9 @@ def _shard(request: web.Request, pool_id: str) -> Shard:
 
 async def _execute(request: web.Request, command: cmd.Command) -> CommandResult:
     shard = _shard(request, command.pool_id)
-    timeout_s = request.app[CONFIG].limits.request_timeout_ms / 1000
     deadline = headers.deadline_of(request.headers.get(headers.DEADLINE))  # see front.py
-    if deadline is not None:
-        timeout_s = min(timeout_s, deadline - time.time())
-        if timeout_s <= 0:
-            raise DeadlinePassed(f"the request reached shard {shard.shard_id} after its "
-                                 "deadline; it was not applied")
     future = shard.submit(command, request.headers.get(headers.ACTOR), deadline)
+    timeout_s = wait_limit_s(request.app[CONFIG].limits.request_timeout_ms / 1000, deadline)
     try:
         # On timeout the future is cancelled: if the writer has not reached it, it never applies.
         async with asyncio.timeout(timeout_s):
@@ -88,6 +83,12 @@ async def _execute(request: web.Request, command: cmd.Command) -> CommandResult:
             f"shard {shard.shard_id} did not commit within {timeout_s:g}s; the outcome is "
             "unknown: retry with the same Idempotency-Key"
         ) from None
+
+
+def wait_limit_s(timeout_s: float, deadline: float | None) -> float:
+    """How long to wait for a command's commit: the request timeout, or less if the router's
+    deadline (wall-clock seconds) comes first; the shard drops it undecided past that."""
+    return timeout_s if deadline is None else min(timeout_s, deadline - time.time())
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -29,7 +29,7 @@ from capsvc.domain import commands as cmd
 from capsvc.domain import rejections as rj
 from capsvc.domain.ids import is_valid_id, pool_of_reservation
 from capsvc.domain.views import pool_view, reservation_view
-from capsvc.errors import CapsvcError, DeadlinePassed, ShardUnavailable, UpstreamTimeout
+from capsvc.errors import CapsvcError, ShardUnavailable, UpstreamTimeout
 from capsvc.http import headers, parsing
 from capsvc.http.json_body import json_bytes
 from capsvc.http.lean import JSON, LeanFront, LeanRequest
@@ -37,7 +37,7 @@ from capsvc.http.routes import FEED_ROUTE, ROUTES
 from capsvc.shard.shard import CommandResult, Shard
 from capsvc.sharding import shard_for_pool
 from capsvc.worker import feed
-from capsvc.worker.app import input_limits, new_nonce, now_ms
+from capsvc.worker.app import input_limits, new_nonce, now_ms, wait_limit_s
 from capsvc.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -135,20 +135,15 @@ class WorkerFront(LeanFront):
         self._submit(request, cmd.ReleaseReservation(pool_id, reservation_id, now_ms()))
 
     def _submit(self, request: LeanRequest, command: cmd.Command) -> None:
-        shard = self._shard(command.pool_id)
         # The router's deadline travels with the request: past it, nobody waits for the
         # answer, so the command is never applied (a host that was frozen, say, wakes up).
         deadline = headers.deadline_of(request.headers.get(_DEADLINE))
-        timeout_s = self.timeout_s
-        if deadline is not None:
-            timeout_s = min(timeout_s, deadline - time.time())
-            if timeout_s <= 0:
-                raise DeadlinePassed(f"the request reached shard {shard.shard_id} after its "
-                                     "deadline; it was not applied")
-        future = shard.submit(command, _text(request.headers.get(b"x-capsvc-actor")), deadline)
+        future = self._shard(command.pool_id).submit(
+            command, _text(request.headers.get(b"x-capsvc-actor")), deadline)
         # On timeout the future is cancelled: if the writer has not reached it, it never
         # applies (what `asyncio.timeout` does to the aiohttp handler's await).
-        request.extra = self.loop.call_later(timeout_s, future.cancel)
+        request.extra = self.loop.call_later(wait_limit_s(self.timeout_s, deadline),
+                                             future.cancel)
         future.add_done_callback(functools.partial(self._committed, request))
 
     def _committed(self, request: LeanRequest, future: asyncio.Future) -> None:

@@ -380,6 +380,8 @@ def test_a_command_the_writer_reaches_after_its_deadline_is_never_applied():
 
     async def scenario():
         log, shard, first = await commit_in_flight()
+        with pytest.raises(DeadlinePassed):  # already past: refused before it is queued
+            shard.submit(reserve("p1", 4), deadline=time.time() - 0.001)
         late = shard.submit(reserve("p1", 3), deadline=time.time() + 0.05)
         timely = shard.submit(reserve("p1", 2), deadline=time.time() + 60)
         await asyncio.sleep(0.1)  # the commit in flight outlasts the first deadline
