@@ -17,11 +17,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from capsvc.config import Config
-from capsvc.errors import CapsvcError
 from capsvc.http import parsing
 from capsvc.http.answer_reader import Answer
 from capsvc.http.headers import ACTOR, CLUSTER_TOKEN, DEADLINE, REQUEST_ID, deadline_value
-from capsvc.http.json_body import decode_json, json_text
+from capsvc.http.json_body import json_text
 from capsvc.http.openapi import openapi_document
 from capsvc.http.problems import problem, problem_code, problem_middleware
 from capsvc.http.routes import (
@@ -32,13 +31,17 @@ from capsvc.http.routes import (
 )
 from capsvc.router.auth import TokenChecker
 from capsvc.router.forward import forward
-from capsvc.router.health import ShardCollector, current_shard_table, health_handlers
+from capsvc.router.health import (
+    ShardCollector,
+    ask_worker,
+    current_shard_table,
+    health_handlers,
+)
 from capsvc.router.planner import planner_handlers
 from capsvc.router.read_model import ReadModel
 from capsvc.router.topology import ClusterTopology, LocalTopology
 from capsvc.router.upstream import (
     FORWARD_REQUEST_HEADERS,
-    WorkerClient,
     passed_on,
     request_bytes,
 )
@@ -204,23 +207,14 @@ async def list_pools(request: web.Request) -> web.Response:
     path = f"{INTERNAL_POOLS}?" + "&".join(
         f"{name}={value}" for name, value in filters.items() if value is not None)
     workers = state.topology.clients()
-    answers = await asyncio.gather(*(_pools_of(w, path) for w in workers))
-    pools = sorted((p for a in answers if a is not None for p in a), key=lambda p: p["pool_id"])
+    answers = await asyncio.gather(*(ask_worker(w, path, deadline_s=LIST_WAIT_S)
+                                     for w in workers))
+    pools = sorted((p for a in answers if a is not None for p in a.get("pools", [])),
+                   key=lambda p: p["pool_id"])
     # A worker that does not answer in time (a dead or frozen host not yet out of the
     # membership) leaves its pools out, and the answer says so instead of failing or waiting.
     missing = [w.name for w, a in zip(workers, answers, strict=True) if a is None]
     return _json({"pools": pools, "complete": not missing, "workers_not_answering": missing})
-
-
-async def _pools_of(worker: WorkerClient, path: str) -> list[dict[str, Any]] | None:
-    """One worker's pools, or None if it did not answer within LIST_WAIT_S."""
-    try:
-        answer = await worker.request("GET", path, timeout_s=LIST_WAIT_S, retry_unsent=False)
-        if answer.status != 200:
-            return None
-        return decode_json(answer.body)["pools"]
-    except (CapsvcError, ValueError, KeyError, TypeError):
-        return None
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -49,13 +49,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # -- asking the workers ----------------------------------------------------------------------
-async def _ask(worker: WorkerClient, path: str, statuses: tuple[int, ...]) -> dict | None:
+async def ask_worker(worker: WorkerClient, path: str, statuses: tuple[int, ...] = (200,),
+                     deadline_s: float = ASK_DEADLINE_S) -> dict | None:
     """The worker's JSON answer, or None if it gave none in time (or not one of `statuses`)."""
     try:
-        async with asyncio.timeout(ASK_DEADLINE_S):
-            response = await worker.request(
-                "GET", path, timeout_s=ASK_DEADLINE_S, retry_unsent=False
-            )
+        async with asyncio.timeout(deadline_s):
+            response = await worker.request("GET", path, timeout_s=deadline_s, retry_unsent=False)
         body = json.loads(response.body) if response.status in statuses else None
     except _ASK_FAILURES as e:  # TimeoutError is an OSError
         log.debug("worker not asked: %s", e, extra={"worker": worker.name, "path": path})
@@ -65,13 +64,13 @@ async def _ask(worker: WorkerClient, path: str, statuses: tuple[int, ...]) -> di
 
 async def statuses(workers: list[WorkerClient]) -> list[dict | None]:
     """Each worker's `/internal/status`, None for a worker that did not answer in time."""
-    return list(await asyncio.gather(*(_ask(w, INTERNAL_STATUS, (200,)) for w in workers)))
+    return list(await asyncio.gather(*(ask_worker(w, INTERNAL_STATUS) for w in workers)))
 
 
 async def probes(workers: list[WorkerClient]) -> list[dict | None]:
     """Each worker's `/internal/probe` (a real read of every shard's file; 503 when one
     fails), None for a worker that did not answer in time."""
-    return list(await asyncio.gather(*(_ask(w, INTERNAL_PROBE, (200, 503)) for w in workers)))
+    return list(await asyncio.gather(*(ask_worker(w, INTERNAL_PROBE, (200, 503)) for w in workers)))
 
 
 # -- the shard table -------------------------------------------------------------------------
