@@ -29,15 +29,17 @@ def cluster(request, tmp_path, zookeeper):
     data = tmp_path / "shared"
     hosts = [cluster_host(data, zookeeper, f"host-{n}", **settings).start(ready=False)
              for n in "ab"]
-    for host in hosts:
-        host.wait_ready()
-    wait_balanced(hosts[0], workers=4, shard_count=8)
-    pools = [f"p-{i}" for i in range(16)]
-    for pool_id in pools:
-        assert hosts[0].define_pool(pool_id, [("s", CAPACITY)])[0] == 201
-    yield hosts, pools
-    for host in hosts:
-        host.kill_all()
+    try:  # a host that never gets ready must not outlive the test either
+        for host in hosts:
+            host.wait_ready()
+        wait_balanced(hosts[0], workers=4, shard_count=8)
+        pools = [f"p-{i}" for i in range(16)]
+        for pool_id in pools:
+            assert hosts[0].define_pool(pool_id, [("s", CAPACITY)])[0] == 201
+        yield hosts, pools
+    finally:
+        for host in hosts:
+            host.kill_all()
 
 
 def _owned_by(host, host_id: str) -> set[int]:

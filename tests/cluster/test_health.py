@@ -92,12 +92,14 @@ def cluster(tmp_path, zookeeper):
     """Two hosts of two workers over 8 shards."""
     data = tmp_path / "shared"
     hosts = [cluster_host(data, zookeeper, f"host-{n}").start(ready=False) for n in "ab"]
-    for host in hosts:
-        host.wait_ready()
-    wait_balanced(hosts[0], workers=4, shard_count=8)
-    yield hosts
-    for host in hosts:
-        host.kill_all()
+    try:  # a host that never gets ready must not outlive the test either
+        for host in hosts:
+            host.wait_ready()
+        wait_balanced(hosts[0], workers=4, shard_count=8)
+        yield hosts
+    finally:
+        for host in hosts:
+            host.kill_all()
 
 
 def _owned_by(host, host_id: str) -> set[int]:
