@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 
 from aiohttp import web
@@ -24,6 +23,7 @@ from capsvc.router.feed import follow_all
 from capsvc.router.front import RouterFront
 from capsvc.router.read_model import ReadModel
 from capsvc.router.topology import ClusterTopology, LocalTopology
+from capsvc.stop_signals import ignore_further_stops, stop_on_signals
 from capsvc.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,8 @@ def _keep_registered(zk: Zk, config: Config, router_url: str):
 
 
 async def serve_router(config: Config, listen_fd: int) -> None:
-    stop = asyncio.Event()  # signals first: a stop during start-up is honoured, not fatal
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
     sock = socket.socket(fileno=listen_fd)
     host, port = sock.getsockname()[:2]
     zk = None
@@ -107,6 +106,7 @@ async def serve_router(config: Config, listen_fd: int) -> None:
                                       ssl=server_context(config))
     log.info("router serving", extra={"address": f"{host}:{port}", "mode": topology.mode})
     await stop.wait()
+    ignore_further_stops()
     log.info("router draining")
     server.close()  # stop accepting; requests in flight on open connections finish
     await front.drain(config.supervisor.drain_timeout_ms / 1000)

@@ -33,6 +33,7 @@ from capsvc.config import Config, ConfigError, config_to_json
 from capsvc.domain.wording import counted
 from capsvc.paths import lock_file
 from capsvc.router.auth import ensure_admin_token, load_tokens
+from capsvc.stop_signals import ignore_further_stops, stop_on_signals
 from capsvc.supervisor.lifecycle import Lifecycle, local_url, plan_reload
 from capsvc.worker.listen import EXIT_CANNOT_LISTEN, worker_address
 
@@ -170,19 +171,13 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+        stop_on_signals(self._stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
         watchers = [asyncio.create_task(self._watch(c), name=c.name) for c in self.children]
         background = self.lifecycle.start(lambda: self.children)
         background.append(asyncio.create_task(self._reload_loop(), name="reload"))
         await self._stop.wait()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            # Stopping already: a repeated signal must change nothing. Left to the loop, the
-            # handler would fall back to the default (death) when the loop closes, and a
-            # SIGTERM in that last moment turned a clean exit 0 into -15.
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_further_stops()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -26,6 +26,7 @@ from capsvc.logs import install_task_dump
 from capsvc.paths import shard_file, worker_socket
 from capsvc.shard.shard import Shard, ShardSettings, ShardState
 from capsvc.sharding import embedded_shards
+from capsvc.stop_signals import ignore_further_stops, stop_on_signals
 from capsvc.storage.group_commit import GroupCommitter
 from capsvc.storage.sqlite_log import SqliteEventLog
 from capsvc.testing import faults
@@ -126,8 +127,7 @@ async def serve_worker(config: Config, index: int) -> None:
     # instead of killing the process with a half-opened file.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     tcp = bind_worker_port(config, index)  # first: a taken port exits before any shard opens
     zk = None
     committer = GroupCommitter()  # every shard of this worker commits through it
@@ -183,6 +183,7 @@ async def serve_worker(config: Config, index: int) -> None:
     log.info("worker serving", extra={"worker": index, "socket": str(path)})
     install_task_dump(signal.SIGUSR2)
     await stop.wait()
+    ignore_further_stops()
     log.info("worker draining", extra={"worker": index})
     if zk is not None:
         await host.drain()  # hand every shard off while we still answer "not here, retry"
