@@ -3,7 +3,9 @@ and worker ports, all sharing one data directory and one ZooKeeper."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from capsvc.testing.harness import Service, wait_for
@@ -54,3 +56,20 @@ def wait_balanced(host: Service, workers: int, shard_count: int, timeout_s: floa
         return None
 
     return wait_for(balanced, timeout_s, f"{shard_count} shards balanced over {workers} workers")
+
+
+@contextlib.contextmanager
+def running_hosts(data_dir: Path, zk: ZooKeeper, host_ids: str, *, workers: int = 2,
+                  shard_count: int = 8, **settings) -> Iterator[list[Service]]:
+    """Hosts `host-<id>` for each id, started together, ready, every shard balanced over
+    their workers; all killed on the way out, also when one never gets ready."""
+    hosts = [cluster_host(data_dir, zk, f"host-{n}", workers=workers, shard_count=shard_count,
+                          **settings).start(ready=False) for n in host_ids]
+    try:
+        for host in hosts:
+            host.wait_ready()
+        wait_balanced(hosts[0], workers=workers * len(hosts), shard_count=shard_count)
+        yield hosts
+    finally:
+        for host in hosts:
+            host.kill_all()

@@ -12,7 +12,7 @@ import pytest
 from capsvc.sharding import shard_for_pool
 from capsvc.testing.harness import days_from_today, wait_for
 from capsvc.testing.history import Load, check
-from capsvc.testing.hosts import cluster_host, shard_owners, wait_balanced
+from capsvc.testing.hosts import cluster_host, running_hosts, shard_owners, wait_balanced
 
 # Dates relative to today: slots in the past take no reservation.
 D1 = days_from_today(2)
@@ -26,20 +26,11 @@ def cluster(request, tmp_path, zookeeper):
     """Two hosts of two workers over 8 shards, 16 pools defined. A test may ask for other
     session settings with @pytest.mark.parametrize("cluster", [{...}], indirect=True)."""
     settings = getattr(request, "param", {})
-    data = tmp_path / "shared"
-    hosts = [cluster_host(data, zookeeper, f"host-{n}", **settings).start(ready=False)
-             for n in "ab"]
-    try:  # a host that never gets ready must not outlive the test either
-        for host in hosts:
-            host.wait_ready()
-        wait_balanced(hosts[0], workers=4, shard_count=8)
+    with running_hosts(tmp_path / "shared", zookeeper, "ab", **settings) as hosts:
         pools = [f"p-{i}" for i in range(16)]
         for pool_id in pools:
             assert hosts[0].define_pool(pool_id, [("s", CAPACITY)])[0] == 201
         yield hosts, pools
-    finally:
-        for host in hosts:
-            host.kill_all()
 
 
 def _owned_by(host, host_id: str) -> set[int]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from capsvc.testing.harness import wait_for
-from capsvc.testing.hosts import cluster_host, shard_owners, wait_balanced
+from capsvc.testing.hosts import running_hosts, shard_owners
 
 pytestmark = pytest.mark.cluster
 ANSWER_WITHIN_S = 1.5  # the contract's 1 s, plus a margin for this noisy 2-core machine
@@ -90,16 +90,8 @@ class Poller:
 @pytest.fixture
 def cluster(tmp_path, zookeeper):
     """Two hosts of two workers over 8 shards."""
-    data = tmp_path / "shared"
-    hosts = [cluster_host(data, zookeeper, f"host-{n}").start(ready=False) for n in "ab"]
-    try:  # a host that never gets ready must not outlive the test either
-        for host in hosts:
-            host.wait_ready()
-        wait_balanced(hosts[0], workers=4, shard_count=8)
+    with running_hosts(tmp_path / "shared", zookeeper, "ab") as hosts:
         yield hosts
-    finally:
-        for host in hosts:
-            host.kill_all()
 
 
 def _owned_by(host, host_id: str) -> set[int]:
